@@ -6,7 +6,6 @@ random split would leak tomorrow's fraud patterns into training and flatter the 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -104,12 +103,25 @@ def _base_score(booster: xgb.Booster) -> float:
     return float(str(raw).strip("[]"))
 
 
+def _calibrated_base_score(
+    booster: xgb.Booster, dvalid: xgb.DMatrix, base: float, target_rate: float
+) -> float:
+    """The intercept whose mean predicted probability on validation equals the observed fraud rate."""
+    from scipy.optimize import brentq
+    from scipy.special import expit, logit
+
+    margins = booster.predict(dvalid, output_margin=True).astype(np.float64)
+    shift = brentq(lambda delta: float(expit(margins + delta).mean()) - target_rate, -30.0, 30.0, xtol=1e-12)
+    return float(expit(float(logit(base)) + shift))
+
+
 def train(split: Split, params: TrainParams) -> TrainedModel:
     """Fit the booster with early stopping on the validation window.
 
     Class imbalance is handled by weighting fraud rows by ``scale_pos_weight``. Weighting inflates
-    the odds by that factor, so afterwards the model's intercept is shifted by -log(weight): the
-    served ``fraud_probability`` stays a calibrated probability.
+    the model's odds, so afterwards its intercept is shifted until the mean predicted probability on
+    the validation window equals that window's fraud rate (calibration in the large): the served
+    ``fraud_probability`` stays a probability, with no extra step at serving time.
 
     Args:
         split: the time-ordered windows.
@@ -156,7 +168,7 @@ def train(split: Split, params: TrainParams) -> TrainedModel:
     best = int(fitted.best_iteration)
     booster = fitted[: best + 1]
     base = _base_score(booster)
-    corrected = 1.0 / (1.0 + math.exp(-(math.log(base / (1.0 - base)) - math.log(weight))))
+    corrected = _calibrated_base_score(booster, dvalid, base, float(split.validation[LABEL].mean()))
     booster.set_param({"base_score": corrected})
     # Re-load from bytes: the intercept change applies to what is saved, and what is saved is
     # exactly what gets evaluated and promoted.

@@ -1,0 +1,55 @@
+"""Shared factories for pipeline tests: small simulated frames and isolated settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from pipeline.config import ExtractParams, Settings
+from pipeline.extract import simulate
+from service.features import FEATURE_NAMES, LABEL
+
+
+def make_frame(rows: int = 2_000, seed: int = 1, scenario: str = "none", **params: Any) -> pd.DataFrame:
+    """A simulated batch: valid, both classes, sorted by timestamp."""
+    return simulate(ExtractParams(rows=rows, seed=seed, **params), scenario)
+
+
+def make_settings(root: Path, **overrides: Any) -> Settings:
+    """Settings whose model, data and report folders live under ``root``."""
+    return Settings(
+        model_dir=root / "model",
+        data_dir=root / "data",
+        reports_dir=root / "reports",
+        **overrides,
+    )
+
+
+def meta_fields(**overrides: Any) -> dict[str, Any]:
+    """Every ModelMeta field but version and artifacts, for registry tests that need no training."""
+    fields: dict[str, Any] = {
+        "trained_at": "2026-01-01T00:00:00Z",
+        "features": list(FEATURE_NAMES),
+        "label": LABEL,
+        "threshold": 0.5,
+        "threshold_rule": {"rule": "max_f1"},
+        "metrics": {"holdout": {"roc_auc": 0.93, "pr_auc": 0.6}},
+        "data": {"rows": 10, "fraud_rate": 0.1, "md5": "0" * 32 + ".dir", "source": "test"},
+        "params": {},
+        "libraries": {},
+    }
+    fields.update(overrides)
+    return fields
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return make_frame()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
