@@ -183,6 +183,12 @@ def recover(model_dir: Path) -> None:
             shutil.rmtree(leftover)
     for temporary in model_dir.glob(".*.tmp"):
         temporary.unlink()
+    path = model_dir / HISTORY_FILE
+    if path.exists():
+        content = path.read_bytes()
+        if content and not content.endswith(b"\n"):
+            log.warning("dropping a torn last line from %s", path)
+            _replace_file(path, content[: content.rfind(b"\n") + 1])
     meta = current(model_dir)
     if meta is None:
         return
@@ -190,8 +196,6 @@ def recover(model_dir: Path) -> None:
     if not entries or entries[-1].version != meta.version:
         log.warning("history did not record the served %s; rolling it forward", meta.version)
         _append_history(model_dir, _entry("recovered", meta, entries[-1].version if entries else None))
-    elif (model_dir / HISTORY_FILE).read_bytes()[-1:] != b"\n":
-        _append_history(model_dir, entries[-1])  # rewrites the file without its torn line
 
 
 def known_versions(model_dir: Path) -> list[str]:

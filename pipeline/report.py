@@ -1,0 +1,173 @@
+"""The run report: ``report.json`` for machines, ``report.md`` for people (a GitHub job summary),
+and PNG plots of the feature distributions and the ROC/PR curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from service.features import FEATURES
+
+DISTRIBUTIONS_PNG = "distributions.png"
+CURVES_PNG = "curves.png"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """Render ``report.json``'s content as Markdown."""
+    lines = [f"# Pipeline run `{report['run_id']}`", ""]
+    lines.append(f"**Decision: `{report['decision']}`** (exit code {report['exit_code']})")
+    lines.append("")
+    for reason in report.get("reasons", []):
+        lines.append(f"- {reason}")
+    if report.get("version"):
+        lines.append(f"- promoted version: **{report['version']}**")
+    lines.append("")
+
+    lines += ["## Steps", "", "| step | status | seconds | rows |", "| --- | --- | ---: | ---: |"]
+    for name, step in report["steps"].items():
+        lines.append(f"| {name} | {step['status']} | {step['seconds']:.2f} | {_fmt(step.get('rows'))} |")
+    lines.append("")
+
+    validation = report["steps"].get("validate", {}).get("result")
+    if validation and validation["violations"]:
+        lines += [
+            "## Data violations",
+            "",
+            "| column | rule | rows | problem |",
+            "| --- | --- | ---: | --- |",
+        ]
+        for v in validation["violations"]:
+            lines.append(f"| {v['column']} | {v['rule']} | {v['count']} | {v['message']} |")
+        lines.append("")
+
+    drift = report["steps"].get("drift", {}).get("result")
+    if drift and drift.get("input"):
+        data = drift["input"]
+        lines += [
+            "## Drift",
+            "",
+            f"Reference {data['reference_rows']} rows, current {data['current_rows']} rows; "
+            f"{data['correction']} at family-wise alpha {data['alpha']}, PSI floor {data['psi_floor']}.",
+            "",
+            "| feature | test | statistic | p (adjusted) | PSI | drifted |",
+            "| --- | --- | ---: | ---: | ---: | --- |",
+        ]
+        for name, f in data["features"].items():
+            lines.append(
+                f"| {name} | {f['test']} | {_fmt(f['statistic'])} | {_fmt(f['p_value_adjusted'])} | "
+                f"{_fmt(f['effect_size'])} | {'**yes**' if f['drifted'] else 'no'} |"
+            )
+        lines.append("")
+    if drift and drift.get("decay"):
+        decay = drift["decay"]
+        lines += [
+            f"Champion on fresh data: ROC-AUC {_fmt(decay['roc_auc'])} against "
+            f"{_fmt(decay['recorded_roc_auc'])} recorded; decayed: {_fmt(decay['decayed'])}. "
+            f"{decay['reason']}",
+            "",
+        ]
+
+    evaluation = report["steps"].get("evaluate", {}).get("result")
+    if evaluation:
+        candidate = evaluation["candidate"]
+        champion = evaluation.get("champion") or {}
+        lines += [
+            "## Metrics on the holdout (most recent rows)",
+            "",
+            "| metric | candidate | champion |",
+            "| --- | ---: | ---: |",
+        ]
+        for key in (
+            "roc_auc",
+            "pr_auc",
+            "precision",
+            "recall",
+            "f1",
+            "alert_rate",
+            "brier",
+            "ece",
+            "threshold",
+        ):
+            lines.append(f"| {key} | {_fmt(candidate[key])} | {_fmt(champion.get(key))} |")
+        gate = evaluation["gate"]
+        lines += ["", f"Quality gate: **{'passed' if gate['passed'] else 'failed'}**"]
+        lines += [f"- {r}" for r in gate["reasons"]]
+        lines.append("")
+
+    plots = report.get("plots", [])
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def plot_distributions(reference: pd.DataFrame, current: pd.DataFrame, path: Path) -> None:
+    """One panel per feature: the reference sample against the current batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(FEATURES), figsize=(4 * len(FEATURES), 3.2))
+    for axis, feature in zip(axes, FEATURES, strict=True):
+        ref = reference[feature.name].to_numpy(dtype=float)
+        cur = current[feature.name].to_numpy(dtype=float)
+        if feature.kind == "continuous":
+            top = float(np.quantile(np.concatenate([ref, cur]), 0.99))
+            bins = np.linspace(0.0, max(top, 1e-9), 40)
+        else:
+            top = float(max(ref.max(initial=0), cur.max(initial=0)))
+            bins = np.arange(-0.5, min(top, 60) + 1.5)
+        axis.hist(ref, bins=bins, density=True, alpha=0.55, label="reference")
+        axis.hist(cur, bins=bins, density=True, alpha=0.55, label="current")
+        axis.set_title(feature.name)
+        axis.set_xlabel(feature.unit)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_curves(y_true: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> None:
+    """ROC and precision-recall curves of each model on the same holdout."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, values in scores.items():
+        fpr, tpr, _ = roc_curve(y_true, values)
+        precision, recall, _ = precision_recall_curve(y_true, values)
+        roc.plot(fpr, tpr, label=name)
+        pr.plot(recall, precision, label=name)
+    roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    roc.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    pr.axhline(float(np.mean(y_true)), linestyle=":", color="grey", label="base rate")
+    pr.set(title="Precision-recall", xlabel="recall", ylabel="precision")
+    roc.legend()
+    pr.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], directory: Path) -> None:
+    """Write ``report.json`` and ``report.md`` into ``directory`` (plots are written by the run)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    (directory / "report.md").write_text(render_markdown(report), encoding="utf-8")
