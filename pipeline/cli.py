@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name of the report folder under reports/ (default: UTC start time)")
 
     commands.add_parser("bootstrap", help="train and promote a first model if model/ holds none")
+    commands.add_parser(
+        "serve",
+        help="the main job: bootstrap if model/ holds no promoted model, then serve the API",
+    )
     commands.add_parser("history", help="list promoted versions, oldest first")
 
     rollback = commands.add_parser("rollback", help="serve an earlier version again (atomic)")
@@ -183,6 +187,21 @@ def cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return result.exit_code
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    code = cmd_bootstrap(args, settings)
+    if code != ExitCode.OK:
+        return code
+    sys.stdout.flush()
+    # Replace this process with the service, pointed at the same model directory.
+    os.execve(
+        sys.executable,
+        [sys.executable, "-m", "service"],
+        {**os.environ, "MODEL_DIR": str(settings.model_dir)},
+    )
+
+
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import registry
 
@@ -216,6 +235,7 @@ COMMANDS = {
     "drift": cmd_drift,
     "run": cmd_run,
     "bootstrap": cmd_bootstrap,
+    "serve": cmd_serve,
     "history": cmd_history,
     "rollback": cmd_rollback,
 }
