@@ -13,6 +13,8 @@ import pytest
 
 from tests.pipeline.conftest import make_frame
 
+pytestmark = pytest.mark.slow  # whole pipeline runs
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 
@@ -22,7 +24,7 @@ def cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
         "PIPELINE_MODEL_DIR": str(root / "model"),
         "PIPELINE_DATA_DIR": str(root / "data"),
         "PIPELINE_REPORTS_DIR": str(root / "reports"),
-        "PIPELINE_EXTRACT__ROWS": "50000",
+        "PIPELINE_EXTRACT__ROWS": "20000",
     }
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "--log-level", "WARNING", *args],

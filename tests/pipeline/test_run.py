@@ -15,6 +15,8 @@ from pipeline.run import Decision, ExitCode, RunOptions, RunResult, run_pipeline
 from service.artifacts import read_meta, verify
 from tests.pipeline.conftest import make_frame, make_settings
 
+pytestmark = pytest.mark.slow  # whole pipeline runs
+
 ROWS = 50_000  # the default: a 10,000-row holdout measures ROC-AUC to about +-0.01
 
 
