@@ -151,11 +151,17 @@ def train(split: Split, params: TrainParams) -> TrainedModel:
         "seed": params.seed,
         "nthread": params.nthread,
     }
-    dtrain = xgb.DMatrix(feature_matrix(split.train), label=y_train, feature_names=list(FEATURE_NAMES))
-    dvalid = xgb.DMatrix(
+    # QuantileDMatrix builds the histogram cuts once, straight from the arrays: several times faster
+    # and lighter than DMatrix with the hist method. Validation shares the training cuts.
+    dtrain = xgb.QuantileDMatrix(
+        feature_matrix(split.train), label=y_train, feature_names=list(FEATURE_NAMES), nthread=params.nthread
+    )
+    dvalid = xgb.QuantileDMatrix(
         feature_matrix(split.validation),
         label=split.validation[LABEL].to_numpy(),
         feature_names=list(FEATURE_NAMES),
+        ref=dtrain,
+        nthread=params.nthread,
     )
     fitted = xgb.train(
         booster_params,
