@@ -21,14 +21,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SCENARIOS, ExtractParams
+from pipeline.outcomes import SourceError as SourceError  # re-exported for callers of extract
 from service.features import FEATURE_NAMES, LABEL, TIMESTAMP, TRANSACTION_ID
 
 COLUMNS: tuple[str, ...] = (TRANSACTION_ID, TIMESTAMP, *FEATURE_NAMES, LABEL)
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
-
-
-class SourceError(Exception):
-    """A source cannot be read at all: a missing file, an unreachable database, an unknown format."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from pipeline.config import Settings
 from pipeline.dataset import DATASET_FILE, commit_dataset, discard_dataset, reconcile_dataset, stage_dataset
 from pipeline.drift import check_decay, detect_drift, reference_sample
 from pipeline.evaluate import Metrics, choose_threshold, evaluate, quality_gate
-from pipeline.extract import Source, SourceError, extract
+from pipeline.extract import Source, extract
+from pipeline.outcomes import DECISION_EXIT, Decision, ExitCode, SourceError
 from pipeline.report import CURVES_PNG, DISTRIBUTIONS_PNG, plot_curves, plot_distributions, write_report
 from pipeline.train import load_booster, predict, time_split, train
 from pipeline.validate import validate
@@ -34,33 +34,6 @@ from service.artifacts import BOOSTER, REFERENCE, ModelDirError, ModelMeta, veri
 from service.features import FEATURE_NAMES, LABEL, TIMESTAMP
 
 log = logging.getLogger(__name__)
-
-
-class Decision(StrEnum):
-    PROMOTED = "promoted"
-    SKIPPED_NO_DRIFT = "skipped_no_drift"
-    REJECTED_QUALITY = "rejected_quality"
-    INVALID_DATA = "invalid_data"
-
-
-class ExitCode:
-    """Process exit codes of ``python -m pipeline``; documented in the README."""
-
-    OK = 0  # promoted, skipped_no_drift, or a successful command
-    INTERNAL = 1  # a bug: an unexpected exception
-    USAGE = 2  # bad arguments or unreadable input to a command
-    INVALID_DATA = 3  # the data failed the quality gate or its source could not be read
-    REJECTED_QUALITY = 4  # the candidate failed the model quality gate
-    BUSY = 5  # another run holds the registry lock
-    PROMOTION_FAILED = 6  # writing the new version failed; the old one still serves
-
-
-DECISION_EXIT = {
-    Decision.PROMOTED: ExitCode.OK,
-    Decision.SKIPPED_NO_DRIFT: ExitCode.OK,
-    Decision.REJECTED_QUALITY: ExitCode.REJECTED_QUALITY,
-    Decision.INVALID_DATA: ExitCode.INVALID_DATA,
-}
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,9 @@ def start_service(model_dir: Path, cors_origin: str, log: Path) -> Service:
         "LOG_LEVEL": "WARNING",
     }
     handle = log.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=PROJECT, env=env, stdout=handle, stderr=handle)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"], cwd=PROJECT, env=env, stdout=handle, stderr=handle
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -124,7 +126,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service(model_dir: Path, static_site: StaticSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    model_dir: Path, static_site: StaticSite, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     running = start_service(model_dir, static_site.url, tmp_path_factory.mktemp("logs") / "service.log")
     try:
         yield running
@@ -136,7 +140,9 @@ def service(model_dir: Path, static_site: StaticSite, tmp_path_factory: pytest.T
 def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), "Debian's chromium is required at /usr/bin/chromium (.ci/run installs it)"
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield launched
         finally:

@@ -14,10 +14,20 @@ from playwright.sync_api import Page, expect
 from service.features import FEATURE_NAMES
 from tests.frontend.conftest import Service, StaticSite, free_port, start_service, stop_service
 
-LEGIT = {"amount": "42.50", "hour": "14", "merchant_category": "2", "distance_from_home": "3.2",
-         "num_transactions_last_24h": "2"}
-FRAUD = {"amount": "4800", "hour": "3", "merchant_category": "8", "distance_from_home": "800",
-         "num_transactions_last_24h": "15"}
+LEGIT = {
+    "amount": "42.50",
+    "hour": "14",
+    "merchant_category": "2",
+    "distance_from_home": "3.2",
+    "num_transactions_last_24h": "2",
+}
+FRAUD = {
+    "amount": "4800",
+    "hour": "3",
+    "merchant_category": "8",
+    "distance_from_home": "800",
+    "num_transactions_last_24h": "15",
+}
 
 
 def open_page(page: Page, site: StaticSite, api_url: str) -> None:
@@ -46,7 +56,9 @@ def test_page_scores_a_legitimate_transaction(page: Page, static_site: StaticSit
     expect(page.locator("#reasons")).to_have_count(0)
 
 
-def test_page_flags_obvious_fraud_and_draws_its_reasons(page: Page, static_site: StaticSite, service: Service) -> None:
+def test_page_flags_obvious_fraud_and_draws_its_reasons(
+    page: Page, static_site: StaticSite, service: Service
+) -> None:
     open_page(page, static_site, service.url)
     fill(page, FRAUD)
     page.click("#score-button")
@@ -55,7 +67,9 @@ def test_page_flags_obvious_fraud_and_draws_its_reasons(page: Page, static_site:
     bars = page.locator("#reasons li")
     expect(bars.first).to_be_visible()
     assert bars.count() >= 1
-    widths = page.eval_on_selector_all("#reasons .bar", "bars => bars.map(b => b.getBoundingClientRect().width)")
+    widths = page.eval_on_selector_all(
+        "#reasons .bar", "bars => bars.map(b => b.getBoundingClientRect().width)"
+    )
     assert max(widths) > 20, "the largest reason must be drawn as a visible bar"
 
 
@@ -86,8 +100,9 @@ def test_page_shows_api_422_next_to_the_field(page: Page, static_site: StaticSit
     fill(page, LEGIT)
     page.route(
         "**/predict",
-        lambda route: route.continue_(post_data=json.dumps({**{k: float(v) for k, v in LEGIT.items()},
-                                                          "merchant_category": 12})),
+        lambda route: route.continue_(
+            post_data=json.dumps({**{k: float(v) for k, v in LEGIT.items()}, "merchant_category": 12})
+        ),
     )
     page.click("#score-button")
     expect(page.locator("#merchant_category-error")).to_contain_text("less than or equal to 9")
@@ -160,14 +175,18 @@ def test_page_scores_a_2000_row_file_and_lists_its_bad_lines(
     scored = list(csv.DictReader(io.StringIO(downloaded)))
     assert len(scored) == 1_998
     transactions = [{name: float(row[name]) for name in FEATURE_NAMES} for row in scored]
-    direct = httpx.post(f"{service.url}/predict/batch", json={"transactions": transactions}, timeout=60).json()
+    direct = httpx.post(
+        f"{service.url}/predict/batch", json={"transactions": transactions}, timeout=60
+    ).json()
     for row, prediction in zip(scored, direct["predictions"], strict=True):
         assert float(row["fraud_probability"]) == prediction["fraud_probability"]
         assert row["is_fraud"] == str(prediction["is_fraud"]).lower()
         assert row["model_version"] == prediction["model_version"]
 
 
-def test_page_can_be_used_with_the_keyboard_only(page: Page, static_site: StaticSite, service: Service) -> None:
+def test_page_can_be_used_with_the_keyboard_only(
+    page: Page, static_site: StaticSite, service: Service
+) -> None:
     open_page(page, static_site, service.url)
     expect(page.locator("#api-status")).to_have_attribute("data-state", "green")
     for _ in range(10):
@@ -205,8 +224,9 @@ def test_page_fits_a_phone_screen(browser, static_site: StaticSite, service: Ser
 
 
 @pytest.mark.parametrize("field", FEATURE_NAMES)
-def test_page_labels_every_field_with_unit_and_hint(page: Page, static_site: StaticSite, service: Service,
-                                                   field: str) -> None:
+def test_page_labels_every_field_with_unit_and_hint(
+    page: Page, static_site: StaticSite, service: Service, field: str
+) -> None:
     open_page(page, static_site, service.url)
     label = page.locator(f"label[for={field}]")
     expect(label).to_contain_text("(")

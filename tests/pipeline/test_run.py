@@ -11,7 +11,8 @@ import pytest
 from pipeline.config import EvaluateParams, ExtractParams, Settings
 from pipeline.dataset import DATASET_FILE, dvc_dir_md5
 from pipeline.extract import Source, write_table
-from pipeline.run import Decision, ExitCode, RunOptions, RunResult, run_pipeline
+from pipeline.outcomes import Decision, ExitCode
+from pipeline.run import RunOptions, RunResult, run_pipeline
 from service.artifacts import read_meta, verify
 from tests.pipeline.conftest import make_frame, make_settings
 
