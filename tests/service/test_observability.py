@@ -1,0 +1,88 @@
+"""Structured access logs and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.observability import JsonFormatter
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def logs() -> Iterator[Capture]:
+    capture = Capture()
+    logger = logging.getLogger("service")
+    previous = logger.level
+    logger.addHandler(capture)
+    logger.setLevel(logging.INFO)
+    yield capture
+    logger.removeHandler(capture)
+    logger.setLevel(previous)
+
+
+def test_observability_one_json_line_per_request(client: TestClient, logs: Capture, factories: Any) -> None:
+    response = client.post("/predict", json=factories.valid(), headers={"X-Request-ID": "req-42"})
+    access = [line for line in logs.lines if line["logger"] == "service.access"]
+    assert len(access) == 1
+    line = access[0]
+    assert line["request_id"] == "req-42" == response.headers["x-request-id"]
+    assert line["route"] == "/predict"
+    assert line["method"] == "POST"
+    assert line["status"] == 200
+    assert isinstance(line["latency_ms"], float) and line["latency_ms"] > 0
+
+
+def test_observability_never_logs_the_admin_token(client: TestClient, logs: Capture, factories: Any) -> None:
+    client.post("/reload-model", headers=factories.auth())
+    client.post("/reload-model", headers=factories.auth("wrong-token-wrong-token-wrong"))
+    text = json.dumps(logs.lines)
+    assert factories.admin_token not in text
+    assert "wrong-token-wrong-token-wrong" not in text
+    assert [line["status"] for line in logs.lines if line["logger"] == "service.access"] == [200, 401]
+
+
+def test_observability_unmatched_paths_share_one_label(client: TestClient) -> None:
+    for path in ("/a", "/b", "/c"):
+        client.get(path)
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="GET",route="<unmatched>",status="404"} 3.0' in text
+
+
+def test_metrics_counts_routes_statuses_outcomes_and_version(client: TestClient, factories: Any) -> None:
+    client.post("/predict", json=factories.valid())
+    client.post("/predict", json=factories.fraud())
+    client.post("/predict", json={**factories.valid(), "hour": 99})
+    client.post("/predict/batch", json={"transactions": [factories.fraud()] * 3})
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'http_requests_total{method="POST",route="/predict",status="200"} 2.0' in text
+    assert 'http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
+    assert 'http_request_duration_seconds_count{method="POST",route="/predict",status="200"} 2.0' in text
+    assert 'fraud_predictions_total{model_version="v1",outcome="fraud"} 4.0' in text
+    assert 'fraud_predictions_total{model_version="v1",outcome="legit"} 1.0' in text
+    assert 'fraud_model_info{threshold="0.5",trained_at="2026-01-01T00:00:00+00:00",version="v1"} 1.0' in text
+    assert "fraud_model_loaded 1.0" in text
+
+
+def test_metrics_without_model_reports_not_loaded(empty_client: TestClient) -> None:
+    empty_client.get("/health")
+    text = empty_client.get("/metrics").text
+    assert "fraud_model_loaded 0.0" in text
+    assert 'fraud_model_info{threshold="",trained_at="",version="none"} 1.0' in text
