@@ -136,8 +136,10 @@ def service(
         stop_service(running)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: while Playwright's sync API is open it owns a running event loop
+    # in this thread, which would break later tests that run their own (Mangum's handler does).
     assert CHROMIUM.exists(), "Debian's chromium is required at /usr/bin/chromium (.ci/run installs it)"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(

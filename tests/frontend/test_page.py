@@ -235,3 +235,15 @@ def test_page_labels_every_field_with_unit_and_hint(
     if field == "merchant_category":
         expect(hint).to_contain_text("0-4 are common categories")
         expect(hint).to_contain_text("5-9 are high risk")
+
+
+def test_page_served_by_the_api_on_localhost_points_at_itself(page: Page, service: Service) -> None:
+    root = httpx.get(f"{service.url}/", follow_redirects=False)
+    assert root.status_code == 307 and root.headers["location"] == "/ui/"
+    page.goto(f"{service.url}/")
+    assert page.url == f"{service.url}/ui/"
+    expect(page.locator("#api-status")).to_have_attribute("data-state", "green")
+    fill(page, LEGIT)
+    page.click("#score-button")
+    expect(page.locator("#verdict")).to_have_text("✓ Looks legitimate")
+    expect(page.locator("#model-info")).to_contain_text(served_version(service))

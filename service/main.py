@@ -1,0 +1,58 @@
+"""The ASGI app, ``service.main:app``: wiring only. Routes live in ``service.api.routes``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api.errors import install_error_handlers
+from service.api.routes import health, metrics, model, predict, ui
+from service.config import Settings, get_settings
+from service.metrics import ServiceMetrics
+from service.model_store import ModelStore
+from service.observability import RequestObservability, configure_logging
+
+DESCRIPTION = """
+Scores card transactions for fraud with the model the pipeline promoted into `model/`.
+
+`POST /predict` and `GET /health` keep the original API's shapes; everything else is additive.
+Flagged predictions carry reason codes: XGBoost's exact TreeSHAP contributions, in log-odds.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Logging only: the model loads on first need (see ModelStore), because Mangum runs the
+    # lifespan on every Lambda invocation.
+    configure_logging(app.state.settings.log_level)
+    yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; tests pass their own Settings, which then also back SettingsDep."""
+    resolved = settings if settings is not None else get_settings()
+    app = FastAPI(title="Fraud scoring service", version="2.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = resolved
+    app.state.metrics = ServiceMetrics()
+    app.state.model_store = ModelStore(resolved, app.state.metrics)
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: resolved
+    install_error_handlers(app)
+    for module in (health, predict, model, metrics, ui):
+        app.include_router(module.router)
+    if resolved.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=resolved.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestObservability, metrics=app.state.metrics)
+    return app
+
+
+app = create_app()
