@@ -1,5 +1,5 @@
 # The few commands a person types; each is a thin call so you can see what it runs.
-.PHONY: install demo test lint
+.PHONY: install demo test lint bench
 
 install:
 	python -m pip install uv
@@ -15,3 +15,6 @@ lint:
 	uv run --locked --all-extras ruff check service pipeline tests
 	uv run --locked --all-extras ruff format --check service pipeline tests
 	uv run --locked --all-extras mypy
+
+bench:
+	uv run --locked --all-extras python -m bench.serve_bench
