@@ -20,28 +20,14 @@ from pipeline.drift import (
     reference_sample,
 )
 from service.features import FEATURE_NAMES, LABEL
+from tests.pipeline.conftest import original_like
 
 
 def make_frame(rows: int, seed: int, amount_scale: float = 1.0, fraud_rate: float = 0.1) -> pd.DataFrame:
     """Legitimate and fraud rows shaped like the original generator's, fraud rows last."""
-    rng = np.random.default_rng(seed)
-    fraud = int(round(rows * fraud_rate))
-    legit = rows - fraud
-    amount = np.concatenate([rng.exponential(60.0, legit), rng.exponential(600.0, fraud)])
-    hour = np.concatenate([rng.integers(8, 22, legit), rng.choice([0, 1, 2, 3, 23], fraud)])
-    merchant = np.concatenate([rng.integers(0, 5, legit), rng.integers(6, 10, fraud)])
-    distance = np.concatenate([rng.exponential(12.0, legit), rng.exponential(250.0, fraud)])
-    count = np.concatenate([rng.poisson(3, legit), rng.poisson(12, fraud)])
-    return pd.DataFrame(
-        {
-            "amount": amount * amount_scale,
-            "hour": hour,
-            "merchant_category": merchant,
-            "distance_from_home": distance,
-            "num_transactions_last_24h": count,
-            LABEL: np.repeat(np.array([0, 1], dtype=np.int64), [legit, fraud]),
-        }
-    )
+    frame = original_like(np.random.default_rng(seed), rows, fraud_rate)
+    frame["amount"] = frame["amount"] * amount_scale
+    return frame
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ distribution on both sides; a shift multiplies the whole amount column of the cu
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipeline.config import DriftParams
 from pipeline.drift import detect_drift
-from service.features import LABEL
+from tests.pipeline.conftest import original_like
 
 SMALL_ROWS = (900, 1_100)
 """Each side of a small-sample run draws its size from this range ("about 1,000 rows")."""
@@ -26,32 +25,6 @@ NO_DRIFT_RUNS, NO_DRIFT_SEED = 1_000, 101
 SMALL_SHIFT_RUNS, SMALL_SHIFT_SEED = 500, 202
 LARGE_SHIFT_RUNS, LARGE_SHIFT_SEED = 120, 303
 TRIVIAL_SHIFT_RUNS, TRIVIAL_SHIFT_SEED = 120, 404
-
-
-def original_like(rng: np.random.Generator, rows: int, fraud_rate: float) -> pd.DataFrame:
-    """Rows like the original generator's: legitimate daytime spending, and rarer night-time fraud.
-
-    Legitimate: amount Exp(mean 60), hour uniform 8..21, merchant uniform 0..4, distance
-    Exp(mean 12), count Poisson(3). Fraud: amount Exp(mean 600), hour in {0, 1, 2, 3, 23},
-    merchant uniform 6..9, distance Exp(mean 250), count Poisson(12).
-    """
-    fraud = int(round(rows * fraud_rate))
-    legit = rows - fraud
-    amount = np.concatenate([rng.exponential(60.0, legit), rng.exponential(600.0, fraud)])
-    hour = np.concatenate([rng.integers(8, 22, legit), rng.choice([0, 1, 2, 3, 23], fraud)])
-    merchant = np.concatenate([rng.integers(0, 5, legit), rng.integers(6, 10, fraud)])
-    distance = np.concatenate([rng.exponential(12.0, legit), rng.exponential(250.0, fraud)])
-    count = np.concatenate([rng.poisson(3, legit), rng.poisson(12, fraud)])
-    return pd.DataFrame(
-        {
-            "amount": amount,
-            "hour": hour,
-            "merchant_category": merchant,
-            "distance_from_home": distance,
-            "num_transactions_last_24h": count,
-            LABEL: np.repeat(np.array([0, 1], dtype=np.int64), [legit, fraud]),
-        }
-    )
 
 
 def drift_rate(
