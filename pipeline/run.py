@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def _library_versions() -> dict[str, str]:
     for name in ("xgboost-cpu", "numpy", "pandas", "scikit-learn", "scipy"):
         try:
             versions[name] = package_version(name)
-        except Exception:  # noqa: BLE001 - a missing optional package is simply not listed
+        except PackageNotFoundError:  # a package this install lacks is simply not listed
             continue
     return versions
 
