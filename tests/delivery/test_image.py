@@ -198,6 +198,17 @@ def test_image_install_and_start_commands_serve_the_committed_model(tmp_path: Pa
     assert command[0] == "python" and shutil.which("python", path=env["PATH"]) == str(venv / "bin" / "python")
     app = start_app([str(venv / "bin" / "python"), *command[1:]], app_dir, env, tmp_path / "app.log")
     healthcheck = json.loads(runtime.all("HEALTHCHECK")[0].split(" CMD ", 1)[1])
+
+    def run_healthcheck() -> subprocess.CompletedProcess[bytes]:
+        """The image's HEALTHCHECK command, run with the fresh venv's Python."""
+        return subprocess.run(
+            [str(venv / "bin" / "python"), *healthcheck[1:]],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+
     try:
         status, ready = get_json(f"{app.url}/ready")
         assert status == 200 and ready["model_version"] == "v1"
@@ -205,23 +216,11 @@ def test_image_install_and_start_commands_serve_the_committed_model(tmp_path: Pa
         assert status == 200, prediction
         assert prediction["model_version"] == "v1" and 0 <= prediction["fraud_probability"] <= 1
         assert isinstance(prediction["is_fraud"], bool)
-        probe = subprocess.run(
-            [str(venv / "bin" / "python"), *healthcheck[1:]],
-            env=env,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
+        probe = run_healthcheck()
         assert probe.returncode == 0, probe.stderr
     finally:
         app.stop()
-    probe = subprocess.run(
-        [str(venv / "bin" / "python"), *healthcheck[1:]],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    probe = run_healthcheck()
     assert probe.returncode != 0, "the health check must fail when nothing answers"
 
 
