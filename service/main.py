@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,6 +15,7 @@ from service.config import Settings, get_settings
 from service.metrics import ServiceMetrics
 from service.model_store import ModelStore
 from service.observability import RequestObservability, configure_logging
+from service.schemas import BatchRequest, Transaction
 
 DESCRIPTION = """
 Scores card transactions for fraud with the model the pipeline promoted into `model/`.
@@ -31,6 +33,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+def _document_hand_read_bodies(app: FastAPI) -> None:
+    """Register the request models of the routes that read their own bodies (see routes/predict.py).
+
+    Their operations refer to ``#/components/schemas/<model>``, which FastAPI only fills in for
+    models it validates itself.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Transaction, BatchRequest):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own Settings, which then also back SettingsDep."""
     resolved = settings if settings is not None else get_settings()
@@ -41,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
-    for module in (health, predict, model, metrics, ui):
+    # /predict first: a request is matched against the routes in order, on the hot path too.
+    for module in (predict, health, model, metrics, ui):
         app.include_router(module.router)
     if resolved.cors_origins:
         app.add_middleware(
@@ -51,7 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestObservability, metrics=app.state.metrics)
+    app.add_middleware(
+        RequestObservability, metrics=app.state.metrics, max_body_bytes=resolved.max_body_bytes
+    )
+    _document_hand_read_bodies(app)
     return app
 
 

@@ -61,12 +61,32 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
-class RequestObservability:
-    """Pure ASGI middleware (no per-request task or body copy): request id, access log line, metrics."""
+# Sent on every response. The API answers JSON and the page is served apart or from /ui/: nothing
+# here should be sniffed as another type, framed, leak its URL as a referrer, or be cached.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+_NO_STORE = (b"cache-control", b"no-store")
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit while the route was reading it."""
+
+
+def _too_large_body(limit: int) -> bytes:
+    return json.dumps({"detail": f"the request body is larger than {limit} bytes (MAX_BODY_BYTES)"}).encode()
+
+
+class RequestObservability:
+    """Pure ASGI middleware (no per-request task or body copy), one layer for everything per request:
+    the body size cap, security headers, the request id, the access log line and the metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,27 +94,58 @@ class RequestObservability:
             return
         start = time.perf_counter()
         request_id = ""
+        declared_length = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 request_id = candidate if _REQUEST_ID.match(candidate) else ""
-                break
+            elif name == b"content-length":
+                declared_length = value
         if not request_id:
             request_id = os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        started = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 headers = list(message.get("headers", []))
+                if not any(name == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
+                headers.extend(SECURITY_HEADERS)
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
 
+        limit = self.max_body_bytes
+        received = 0
+
+        async def capped_receive() -> Message:
+            # Only for bodies without a Content-Length (chunked): the server holds a declared
+            # length to its word, so a declared length within the limit needs no counting.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            if declared_length is not None and not _length_within(declared_length, limit):
+                await _answer_too_large(send_with_headers, limit)
+            elif declared_length is None and scope["method"] in _BODY_METHODS:
+                try:
+                    await self.app(scope, capped_receive, send_with_headers)
+                except BodyTooLarge:
+                    if started:
+                        raise
+                    await _answer_too_large(send_with_headers, limit)
+            else:
+                await self.app(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
@@ -112,3 +163,23 @@ class RequestObservability:
                         "latency_ms": round(elapsed * 1000, 3),
                     },
                 )
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _length_within(declared: bytes, limit: int) -> bool:
+    # The server has already refused a malformed Content-Length; anything odd here counts as over.
+    return declared.isdigit() and len(declared) <= 12 and int(declared) <= limit
+
+
+async def _answer_too_large(send: Send, limit: int) -> None:
+    body = _too_large_body(limit)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.features import FEATURE_NAMES, FEATURES
-from service.schemas import BatchRequest, Transaction, plainly_valid_batch
+from service.schemas import BatchRequest, Transaction, plainly_valid_batch, plainly_valid_row
 
 
 def test_schemas_transaction_fields_follow_contract_order_and_bounds() -> None:
@@ -88,6 +88,37 @@ def test_schemas_fast_path_accepts_only_what_validation_accepts_with_same_values
             np.testing.assert_array_equal(fast.astype(np.float32), expected.astype(np.float32))
             checked_accept += 1
     assert checked_accept > 500 and checked_refuse > 500
+
+
+def test_schemas_row_fast_path_accepts_only_what_validation_accepts_with_same_values() -> None:
+    rng = random.Random(1)
+    checked_accept = checked_refuse = 0
+    for _ in range(5000):
+        row: dict[str, Any] = _valid_row(rng)
+        action = rng.random()
+        if action < 0.6:
+            row[rng.choice(FEATURE_NAMES)] = copy.deepcopy(rng.choice(MUTATIONS))
+        elif action < 0.7:
+            del row[rng.choice(FEATURE_NAMES)]
+        elif action < 0.8:
+            row["extra"] = rng.choice(MUTATIONS)
+        fast = plainly_valid_row(row)
+        try:
+            expected = Transaction.model_validate(row).as_row()
+        except ValidationError:
+            assert fast is None, row
+            checked_refuse += 1
+            continue
+        if fast is not None:
+            assert fast == expected, row
+            assert [type(value) for value in fast] == [type(value) for value in expected], row
+            checked_accept += 1
+    assert checked_accept > 1000 and checked_refuse > 1000
+
+
+@pytest.mark.parametrize("data", [None, [], "x", 1, {}, [_valid_row(random.Random(2))]])
+def test_schemas_row_fast_path_defers_on_malformed_rows(data: Any) -> None:
+    assert plainly_valid_row(data) is None
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import orjson
@@ -18,11 +19,11 @@ from service.schemas import (
     BatchResponse,
     ErrorResponse,
     Prediction,
-    ReasonCode,
     Transaction,
     plainly_valid_batch,
+    plainly_valid_row,
 )
-from service.scorer import Reason, Rows, Scorer, Scores
+from service.scorer import Reason, Rows
 
 router = APIRouter(tags=["scoring"])
 
@@ -38,22 +39,6 @@ def _metrics(request: Request) -> ServiceMetrics:
     # costs about as much as scoring the transaction (see docs/service.md, "Performance").
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
-
-
-def _prediction(scorer: Scorer, scores: Scores, index: int) -> Prediction:
-    reasons = scores.reasons[index]
-    return Prediction.model_construct(
-        is_fraud=bool(scores.flagged[index]),
-        fraud_probability=float(scores.probabilities[index]),
-        model_version=scorer.version,
-        threshold=scorer.threshold,
-        reasons=None
-        if reasons is None
-        else [
-            ReasonCode.model_construct(feature=r.feature, value=r.value, contribution=r.contribution)
-            for r in reasons
-        ],
-    )
 
 
 EXPLAIN_DESCRIPTION = "Attach reason codes to every prediction, not only to those flagged as fraud."
@@ -77,6 +62,8 @@ _EXPLAIN_PARAMETER_DOC = {
 
 def _explain_flag(request: Request) -> bool:
     """``?explain=`` read by hand: as a declared Query parameter it cost FastAPI ~150 us a request."""
+    if not request.scope["query_string"]:
+        return False
     raw = request.query_params.get("explain")
     if raw is None:
         return False
@@ -88,49 +75,90 @@ def _explain_flag(request: Request) -> bool:
     return value
 
 
+TRANSACTION_REF = "#/components/schemas/Transaction"
+BATCH_REQUEST_REF = "#/components/schemas/BatchRequest"
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "The body is larger than MAX_BODY_BYTES."},
+    415: {"model": ErrorResponse, "description": "The body is not declared as application/json."},
+}
+
+
+def _request_body_doc(ref: str) -> dict[str, Any]:
+    """OpenAPI body of a route that reads its body itself (the schema is registered in service.main)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}}
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON body. A body with no Content-Type is read as JSON, as FastAPI does."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        raise HTTPException(
+            status_code=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"the body must be JSON sent as 'Content-Type: application/json', not {content_type!r}",
+        )
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    # orjson refuses NaN and Infinity tokens, as strict JSON does. The standard parser reads them,
+    # so that validation can name the field that carries one; it refuses everything else.
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        issue = {"loc": (error.pos,), "msg": f"JSON decode error: {error.msg}", "type": "json_invalid"}
+        raise _validation_error([issue]) from None
+
+
 @router.post(
     "/predict",
     response_model=Prediction,
-    responses={**VALIDATION_RESPONSES, **NO_MODEL_RESPONSE},
-    openapi_extra=_EXPLAIN_PARAMETER_DOC,
+    responses={**VALIDATION_RESPONSES, **NO_MODEL_RESPONSE, **BODY_RESPONSES},
+    openapi_extra={**_EXPLAIN_PARAMETER_DOC, **_request_body_doc(TRANSACTION_REF)},
 )
-async def predict(transaction: Transaction, request: Request) -> Prediction:
+async def predict(request: Request) -> Response:
     """Score one transaction; a flagged one carries its reason codes."""
-    # The scorer, the metrics and ?explain are read from the request rather than declared as
-    # ScorerDep, MetricsDep and a Query parameter: on this route each such declaration costs FastAPI
-    # about as much as scoring the transaction, or more (docs/service.md, "Performance"). The
-    # behaviour is the same, including the 503 without a model; the other routes use ScorerDep.
+    # The body is read, validated and answered by hand rather than declared as a Transaction
+    # parameter with a Prediction response model; the scorer, the metrics and ?explain are read from
+    # the request rather than declared as dependencies. On this route each of FastAPI's generic
+    # steps costs about as much as scoring the transaction (docs/service.md, "Performance"). The
+    # contract is the same: Transaction judges every body the fast check does not accept, and the
+    # answer has Prediction's shape (tests/service/api/routes/test_predict_route.py checks both).
     explain = _explain_flag(request)
+    data = await _json_body(request)
+    row = plainly_valid_row(data)
+    if row is None:
+        try:
+            row = Transaction.model_validate(data).as_row()
+        except ValidationError as exc:
+            raise _validation_error([dict(error) for error in exc.errors(include_url=False)]) from None
     scorer = await get_scorer(request)
-    rows = [transaction.as_row()]
+    rows = [row]
     scores = scorer.score(rows, explain=explain, defer_unready_reasons=True)
     if scores.reasons_deferred:
         # The reasons need XGBoost, not loaded yet (an import of seconds, or the warm-up thread
         # holding the explainer's lock): wait for it in a worker thread, never on the event loop.
         scores = await run_in_threadpool(scorer.score, rows, explain=explain)
-    fraud = int(scores.flagged[0])
-    _metrics(request).count_predictions(scorer.version, fraud, 1 - fraud)
-    return _prediction(scorer, scores, 0)
-
-
-def _batch_request_doc() -> dict[str, Any]:
-    """OpenAPI body of /predict/batch, which reads its body itself (see predict_batch)."""
-    schema = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)  # Transaction is already a component, through /predict
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    fraud = bool(scores.flagged[0])
+    _metrics(request).count_predictions(scorer.version, int(fraud), 1 - int(fraud))
+    body = _prediction_json(
+        fraud, float(scores.probabilities[0]), scorer.version, scorer.threshold, scores.reasons[0]
+    )
+    return Response(content=orjson.dumps(body), media_type="application/json")
 
 
 def _validation_error(errors: list[dict[str, Any]]) -> RequestValidationError:
     return RequestValidationError([{**error, "loc": ("body", *error.get("loc", ()))} for error in errors])
 
 
-def _parse_batch(body: bytes, limit: int) -> Rows:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        # orjson refuses NaN and Infinity tokens outright, as strict JSON does.
-        error = {"loc": (exc.pos,), "msg": f"JSON decode error: {exc.msg}", "type": "json_invalid"}
-        raise _validation_error([error]) from None
+def _parse_batch(data: Any, limit: int) -> Rows:
     transactions = data.get("transactions") if isinstance(data, dict) else None
     # Before validating: an oversized batch is refused without paying for it.
     if isinstance(transactions, list) and len(transactions) > limit:
@@ -148,10 +176,19 @@ def _parse_batch(body: bytes, limit: int) -> Rows:
     return [transaction.as_row() for transaction in batch.transactions]
 
 
-def _reasons_json(reasons: tuple[Reason, ...] | None) -> list[dict[str, Any]] | None:
-    if reasons is None:
-        return None
-    return [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in reasons]
+def _prediction_json(
+    fraud: bool, probability: float, version: str, threshold: float, reasons: tuple[Reason, ...] | None
+) -> dict[str, Any]:
+    """One prediction as plain data, in ``Prediction``'s shape, for orjson."""
+    return {
+        "is_fraud": fraud,
+        "fraud_probability": probability,
+        "model_version": version,
+        "threshold": threshold,
+        "reasons": None
+        if reasons is None
+        else [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in reasons],
+    }
 
 
 @router.post(
@@ -160,9 +197,13 @@ def _reasons_json(reasons: tuple[Reason, ...] | None) -> list[dict[str, Any]] | 
     responses={
         **VALIDATION_RESPONSES,
         **NO_MODEL_RESPONSE,
-        413: {"model": ErrorResponse, "description": "More transactions than MAX_BATCH_ROWS."},
+        **BODY_RESPONSES,
+        413: {
+            "model": ErrorResponse,
+            "description": "More transactions than MAX_BATCH_ROWS, or a body larger than MAX_BODY_BYTES.",
+        },
     },
-    openapi_extra=_batch_request_doc(),
+    openapi_extra=_request_body_doc(BATCH_REQUEST_REF),
 )
 async def predict_batch(
     request: Request,
@@ -175,7 +216,7 @@ async def predict_batch(
     # data: FastAPI's generic path (json.loads, then dump-validate-serialise of 10,000 models)
     # costs more than scoring. The shapes are BatchRequest and BatchResponse all the same
     # (tests/service/api/routes/test_predict_route.py validates them).
-    rows = _parse_batch(await request.body(), settings.max_batch_rows)
+    rows = _parse_batch(await _json_body(request), settings.max_batch_rows)
     version, threshold = scorer.version, scorer.threshold
     predictions: list[dict[str, Any]] = []
     if len(rows):
@@ -183,13 +224,7 @@ async def predict_batch(
         scores = await run_in_threadpool(scorer.score, rows, explain=explain)
         flagged = scores.flagged.tolist()
         predictions = [
-            {
-                "is_fraud": fraud,
-                "fraud_probability": probability,
-                "model_version": version,
-                "threshold": threshold,
-                "reasons": _reasons_json(reasons),
-            }
+            _prediction_json(fraud, probability, version, threshold, reasons)
             for fraud, probability, reasons in zip(
                 flagged, scores.probabilities.tolist(), scores.reasons, strict=True
             )
