@@ -101,6 +101,24 @@ class Settings(BaseSettings):
         ),
     )
 
+    reload_rate_limit: int = Field(
+        10,
+        ge=1,
+        le=1_000_000,
+        validation_alias="RELOAD_RATE_LIMIT",
+        description=(
+            "Most POST /reload-model attempts (any outcome, failed auth included) per "
+            "RELOAD_RATE_WINDOW seconds, process-wide; more answer 429 with Retry-After."
+        ),
+    )
+    reload_rate_window: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        validation_alias="RELOAD_RATE_WINDOW",
+        description="Sliding window of RELOAD_RATE_LIMIT, in seconds.",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
