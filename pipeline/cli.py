@@ -429,6 +429,12 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import os
+
+    # OpenMP (XGBoost, scikit-learn) spin-waits between parallel regions by default; on a shared
+    # runner the spinning thread takes the core its partner needs, and training ran 4x slower
+    # (docs/benchmarks.md, Pipeline scale). libgomp reads this once, when it loads: before any import.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -131,12 +131,17 @@ def plot_distributions(reference: pd.DataFrame, current: pd.DataFrame, path: Pat
         else:
             top = float(max(ref.max(initial=0), cur.max(initial=0)))
             bins = np.arange(-0.5, min(top, 60) + 1.5)
-        axis.hist(ref, bins=bins, density=True, alpha=0.55, label="reference")
-        axis.hist(cur, bins=bins, density=True, alpha=0.55, label="current")
+        # Binned with numpy and drawn as one step outline per series: matplotlib's hist() draws a
+        # patch per bin and took 5 s of a 1M-row run; the picture is the same.
+        for values, label in ((ref, "reference"), (cur, "current")):
+            density, _ = np.histogram(values, bins=bins, density=True)
+            axis.stairs(density, bins, fill=True, alpha=0.55, label=label)
         axis.set_title(feature.name)
         axis.set_xlabel(feature.unit)
-    axes[0].legend()
-    fig.tight_layout()
+    # A fixed layout and legend place: tight_layout and loc="best" measure every artist and took
+    # a second or two of each run, for the same picture.
+    axes[0].legend(loc="upper right")
+    fig.subplots_adjust(left=0.03, right=0.99, bottom=0.17, top=0.9, wspace=0.22)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -151,17 +156,18 @@ def plot_curves(y_true: np.ndarray, scores: dict[str, np.ndarray], path: Path) -
 
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4))
     for name, values in scores.items():
-        fpr, tpr, _ = roc_curve(y_true, values)
-        precision, recall, _ = precision_recall_curve(y_true, values)
+        # drop_intermediate keeps only the corners of each curve: the same lines, far fewer points.
+        fpr, tpr, _ = roc_curve(y_true, values, drop_intermediate=True)
+        precision, recall, _ = precision_recall_curve(y_true, values, drop_intermediate=True)
         roc.plot(fpr, tpr, label=name)
         pr.plot(recall, precision, label=name)
     roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
     roc.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
     pr.axhline(float(np.mean(y_true)), linestyle=":", color="grey", label="base rate")
     pr.set(title="Precision-recall", xlabel="recall", ylabel="precision")
-    roc.legend()
-    pr.legend()
-    fig.tight_layout()
+    roc.legend(loc="lower right")
+    pr.legend(loc="upper right")
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.92, wspace=0.22)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

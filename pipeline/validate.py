@@ -155,7 +155,7 @@ def validate(frame: pd.DataFrame, params: ValidateParams) -> ValidationResult:
                     fail(LABEL, "one_class", len(labels), f"no {name} rows: both classes are needed to train")
 
     if TRANSACTION_ID in frame.columns:
-        duplicated = int(frame[TRANSACTION_ID].dropna().duplicated(keep=False).sum())
+        duplicated = _duplicated_ids(frame[TRANSACTION_ID])
         if duplicated:
             fail(TRANSACTION_ID, "duplicate_id", duplicated, "transaction ids must be unique")
 
@@ -167,8 +167,28 @@ def validate(frame: pd.DataFrame, params: ValidateParams) -> ValidationResult:
     if violations:
         return ValidationResult(False, tuple(violations), rows_in, rows_out, dropped, None)
 
-    clean = frame.loc[~null_mask].copy()
-    clean[TIMESTAMP] = usable[TIMESTAMP].loc[~null_mask]
-    clean = clean.astype(CANONICAL_DTYPES)
-    clean = clean.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
-    return ValidationResult(True, (), rows_in, rows_out, dropped, clean)
+    # Copy only what must change: at 10M rows each full copy of the frame costs ~0.4 GB and a second.
+    # The input frame is never modified (pandas copy-on-write).
+    if dropped:
+        keep = ~null_mask.to_numpy()
+        clean = frame.loc[keep].assign(**{TIMESTAMP: usable[TIMESTAMP].loc[keep]})
+    else:
+        clean = frame.assign(**{TIMESTAMP: usable[TIMESTAMP]})
+    retype = {column: dtype for column, dtype in CANONICAL_DTYPES.items() if clean[column].dtype != dtype}
+    if retype:
+        clean = clean.astype(retype)
+    if not clean[TIMESTAMP].is_monotonic_increasing:
+        clean = clean.sort_values(TIMESTAMP, kind="stable")
+    return ValidationResult(True, (), rows_in, rows_out, dropped, clean.reset_index(drop=True))
+
+
+def _duplicated_ids(ids: pd.Series) -> int:
+    """Rows whose transaction id occurs more than once (missing ids ignored).
+
+    Strictly increasing integer ids, what a sorted export holds, are unique without hashing them.
+    """
+    present = ids.dropna()
+    values = present.to_numpy()
+    if values.dtype.kind in "iu" and bool((values[1:] > values[:-1]).all()):
+        return 0
+    return int(present.duplicated(keep=False).sum())

@@ -12,8 +12,10 @@ from pipeline.config import DriftParams
 from pipeline.drift import (
     DriftReport,
     FeatureDrift,
+    _category_counts,
     auc_standard_error,
     check_decay,
+    decay_sample,
     detect_drift,
     holm_adjust,
     population_stability_index,
@@ -410,3 +412,32 @@ def test_check_decay_drop_within_holdout_noise_is_not_decay() -> None:
     # The same drop against a precisely measured recorded AUC is real decay.
     precise = check_decay(labels, scores, 0.965, params, recorded_positives=8_000, recorded_negatives=392_000)
     assert precise.decayed is True
+
+
+def test_decay_sample_when_batch_small_returns_it_unchanged() -> None:
+    frame = make_frame(1_000, seed=1)
+    assert decay_sample(frame, 5_000, seed=7) is frame
+
+
+def test_decay_sample_when_batch_large_is_bounded_stratified_and_deterministic() -> None:
+    frame = make_frame(20_000, seed=2, fraud_rate=0.05)
+    sample = decay_sample(frame, 4_000, seed=7)
+    assert len(sample) == 4_000
+    assert int(sample[LABEL].sum()) == 200  # 5% of 4,000: the fraud share is kept exactly
+    pd.testing.assert_frame_equal(sample, decay_sample(frame, 4_000, seed=7))
+
+
+@pytest.mark.parametrize(
+    ("ref", "cur"),
+    [
+        ([0.0, 1.0, 1.0, 7.0, 3.0], [1.0, 9.0, 9.0, 2.0]),  # whole numbers: counted with bincount
+        ([0.5, 1.0, 1.0, 7.25], [1.0, 9.0, 0.5]),  # fractions: counted through np.unique
+        ([0.0, 5e6], [1.0, 5e6]),  # whole numbers over too wide a range: np.unique as well
+    ],
+)
+def test_category_counts_give_the_cells_of_np_unique(ref: list[float], cur: list[float]) -> None:
+    r, c = np.asarray(ref), np.asarray(cur)
+    categories, inverse = np.unique(np.concatenate([r, c]), return_inverse=True)
+    ref_counts, cur_counts = _category_counts(r, c)
+    np.testing.assert_array_equal(ref_counts, np.bincount(inverse[: r.size], minlength=categories.size))
+    np.testing.assert_array_equal(cur_counts, np.bincount(inverse[r.size :], minlength=categories.size))

@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from pipeline.config import TrainParams
-from pipeline.train import Split, feature_matrix, load_booster, predict, time_split, train
+from pipeline.train import (
+    Split,
+    feature_matrix,
+    load_booster,
+    negative_sample,
+    predict,
+    time_split,
+    train,
+)
 from tests.pipeline.conftest import make_frame
 
 PARAMS = TrainParams()
@@ -96,3 +104,55 @@ def test_feature_matrix_is_float32_in_contract_order() -> None:
     matrix = feature_matrix(frame)
     assert matrix.dtype == np.float32
     np.testing.assert_array_equal(matrix[:, 0], frame["amount"].to_numpy(np.float32))
+
+
+def test_feature_matrix_takes_only_the_rows_asked_for() -> None:
+    frame = make_frame(rows=100)
+    rows = np.array([3, 7, 50, 99])
+    np.testing.assert_array_equal(feature_matrix(frame, rows), feature_matrix(frame)[rows])
+
+
+def test_negative_sample_keeps_every_fraud_row_and_the_ratio_of_legitimate_ones() -> None:
+    labels = np.zeros(10_100, dtype=np.int8)
+    labels[::101] = 1  # 100 fraud rows
+    params = TrainParams(negatives_per_positive=10, min_negatives=500)
+    rows, factor = negative_sample(labels, params)
+    assert rows is not None
+    assert np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows[labels[rows] == 1], np.flatnonzero(labels == 1))
+    assert int((labels[rows] == 0).sum()) == 1_000
+    assert factor == pytest.approx(10_000 / 1_000)
+    again, _ = negative_sample(labels, params)
+    assert again is not None and np.array_equal(rows, again)
+
+
+def test_negative_sample_keeps_every_row_up_to_the_floor_or_when_disabled() -> None:
+    labels = np.zeros(20_000, dtype=np.int8)
+    labels[::50] = 1
+    assert negative_sample(labels, TrainParams()) == (None, 1.0)  # 19,600 legitimate < 50,000
+    assert negative_sample(labels, TrainParams(negatives_per_positive=None, min_negatives=1)) == (None, 1.0)
+
+
+def test_train_params_recorded_before_sampling_keep_their_meaning() -> None:
+    recorded = {
+        name: value
+        for name, value in TrainParams().model_dump().items()
+        if name not in ("eval_metric", "negatives_per_positive", "min_negatives")
+    }
+    legacy = TrainParams(**recorded)
+    assert (legacy.eval_metric, legacy.negatives_per_positive) == ("aucpr", None)
+    assert TrainParams(max_depth=5).eval_metric == "logloss"
+
+
+def test_train_on_sampled_negatives_is_deterministic_and_keeps_quality(split: Split, trained) -> None:  # type: ignore[no-untyped-def]
+    from sklearn.metrics import roc_auc_score
+
+    params = TrainParams(negatives_per_positive=20, min_negatives=2_000)
+    sampled = train(split, params)
+    assert sampled.params["train_rows"] < sampled.params["train_rows_in_window"] == len(split.train)
+    assert train(split, params).model_bytes == sampled.model_bytes
+    y = split.test["label"].to_numpy()
+    full_auc = roc_auc_score(y, predict(trained.booster, split.test))
+    sampled_scores = predict(sampled.booster, split.test)
+    assert roc_auc_score(y, sampled_scores) > full_auc - 0.02
+    assert sampled_scores.mean() == pytest.approx(split.test["label"].mean(), rel=0.35)

@@ -130,3 +130,19 @@ def test_validate_header_only_file_fails_min_rows() -> None:
     empty = make_frame(rows=1_000).iloc[0:0]
     found = rules(empty)
     assert found[("<rows>", "min_rows")] == 0
+
+
+def test_validate_leaves_its_input_unchanged() -> None:
+    frame = make_frame(rows=1_000).astype({"hour": "int64"})
+    frame.loc[5, "amount"] = np.nan
+    before = frame.copy()
+    result = validate(frame.iloc[::-1], PARAMS)
+    assert result.ok and result.frame is not None and result.dropped_null_rows == 1
+    pd.testing.assert_frame_equal(frame, before)
+    assert result.frame["timestamp"].is_monotonic_increasing
+
+
+def test_validate_unique_ids_in_any_order_pass() -> None:
+    frame = make_frame(rows=1_000)
+    frame["transaction_id"] = frame["transaction_id"].to_numpy()[::-1]
+    assert validate(frame, PARAMS).ok
