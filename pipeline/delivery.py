@@ -290,7 +290,10 @@ def publish(
     meta = read_meta(model_dir)
     tag = f"{TAG_PREFIX}{meta.version}"
     existing = run_tool(["git", "tag", "--list", tag], root, redact, "listing tags").strip()
-    if existing:
+    head = run_tool(["git", "log", "-1", "--format=%s"], root, redact, "reading HEAD").strip()
+    # An earlier publish of this version that was killed after its commit: finish it, don't refuse.
+    resuming = head.startswith(f"Promote model {meta.version}:")
+    if existing and not resuming:
         raise DeliveryError(f"tag {tag} already exists: {meta.version} was published before")
     if not (data_dir / "transactions.parquet").exists():
         raise DeliveryError(f"{data_dir} holds no snapshot: nothing to version with DVC")
@@ -307,33 +310,68 @@ def publish(
     except DeliveryError as exc:
         raise DeliveryError(
             f"{exc}\nnothing was committed, tagged or deployed: {meta.version}'s data is not in the DVC "
-            "remote, so the model could not be reproduced"
+            "remote, so the model could not be reproduced. What to do: check the DVC remote "
+            "(DVC_REMOTE_URL and its credentials), then run `python -m pipeline publish` again, or "
+            "re-run the retrain workflow"
         ) from exc
 
     model_path = str(model_dir.relative_to(root))
-    run_tool(["git", "add", "--all", "--", model_path, DVC_FILE], root, redact, "git add")
     message = commit_message(meta, run_id)
-    run_tool(["git", "commit", "--quiet", "--message", message], root, redact, "git commit")
-    run_tool(["git", "tag", "--annotate", tag, "--message", message], root, redact, "git tag")
+    if resuming:
+        log.warning("resuming an interrupted publish of %s: its commit exists, pushing it", meta.version)
+    else:
+        run_tool(["git", "add", "--all", "--", model_path, DVC_FILE], root, redact, "git add")
+        run_tool(["git", "commit", "--quiet", "--message", message], root, redact, "git commit")
+    if not existing:
+        run_tool(["git", "tag", "--annotate", tag, "--message", message], root, redact, "git tag")
     commit = run_tool(["git", "rev-parse", "HEAD"], root, redact, "git rev-parse").strip()
-    run_tool(
-        [
-            "git",
-            "push",
-            "--atomic",
-            "--quiet",
-            params.git_remote,
-            f"HEAD:refs/heads/{params.deploy_branch}",
-            f"refs/tags/{tag}",
-        ],
-        root,
-        redact,
-        f"pushing {meta.version} to {params.git_remote}/{params.deploy_branch}",
-    )
+    target = f"{params.git_remote}/{params.deploy_branch}"
+    try:
+        run_tool(
+            [
+                "git",
+                "push",
+                "--atomic",
+                "--quiet",
+                params.git_remote,
+                f"HEAD:refs/heads/{params.deploy_branch}",
+                f"refs/tags/{tag}",
+            ],
+            root,
+            redact,
+            f"pushing {meta.version} to {target}",
+        )
+    except DeliveryError as exc:
+        # The push is atomic, so the remote is unchanged. Undo the local commit and tag too, so
+        # that this checkout is back where publish started and publish can simply run again.
+        run_tool(["git", "tag", "--delete", tag], root, redact, "deleting the unpushed tag")
+        run_tool(["git", "reset", "--quiet", "HEAD~1"], root, redact, "undoing the unpushed commit")
+        rejected = any(word in str(exc) for word in ("rejected", "fetch first", "non-fast-forward"))
+        if rejected:
+            advice = (
+                f"{target} has commits this checkout does not have (someone pushed first). Nothing "
+                f"was pushed or deployed; the local commit and tag {tag} were undone and model/ still "
+                f"holds {meta.version}, uncommitted. What to do: re-run the retrain workflow, which "
+                f"starts from the new {params.deploy_branch}; by hand: `git pull --ff-only "
+                f"{params.git_remote} {params.deploy_branch}`, then `python -m pipeline publish`"
+            )
+        else:
+            advice = (
+                f"Nothing was pushed or deployed (the push is atomic); the local commit and tag {tag} "
+                f"were undone and model/ still holds {meta.version}, uncommitted. What to do: check "
+                f"that this job may push to {target}, then run `python -m pipeline publish` again"
+            )
+        raise DeliveryError(f"{exc}\n{advice}") from exc
     return Published(meta.version, commit, tag, recorded, params.deploy_branch, params.git_remote)
 
 
 # --- deploy hook and health -----------------------------------------------------------------------
+
+
+def _require_http(url: str, name: str) -> None:
+    """Refuse any scheme but http(s): urllib would also open ``file:`` and custom schemes."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise DeliveryError(f"{name} is not an http(s) URL")
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -372,13 +410,12 @@ def call_deploy_hook(
     """
     if not url:
         raise DeliveryError("RENDER_DEPLOY_HOOK is not set: add the service's deploy hook as a secret")
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise DeliveryError("RENDER_DEPLOY_HOOK is not an http(s) URL")
+    _require_http(url, "RENDER_DEPLOY_HOOK")
     failures: list[str] = []
     for attempt in range(1, params.hook_attempts + 1):
         request = urllib.request.Request(url, data=b"", method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=params.hook_timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=params.hook_timeout_s) as response:  # nosec B310 # http(s) only: _require_http()
                 response.read()
             log.info("deploy hook accepted the deploy (attempt %d)", attempt)
             return attempt
@@ -395,15 +432,17 @@ def call_deploy_hook(
     raise DeliveryError(
         redact(
             f"the deploy hook (RENDER_DEPLOY_HOOK) failed after {len(failures)} call(s): "
-            f"{'; '.join(failures)}. Nothing was deployed; the model commit and tag are pushed, so a "
-            "later hook call or a manual deploy of the branch serves it"
+            f"{'; '.join(failures)}. Nothing was deployed; the model commit and tag are pushed and the "
+            "app still serves the previous version. What to do: run `python -m pipeline deploy` "
+            "again later, or deploy the branch by hand on Render"
         )
     )
 
 
 def fetch_health(base_url: str, timeout: float) -> dict[str, Any]:
     """GET ``<base_url>/health`` and return its JSON body."""
-    with urllib.request.urlopen(base_url.rstrip("/") + "/health", timeout=timeout) as response:
+    _require_http(base_url, "RENDER_APP_URL")
+    with urllib.request.urlopen(base_url.rstrip("/") + "/health", timeout=timeout) as response:  # nosec B310 # http(s) only: _require_http()
         body: dict[str, Any] = json.loads(response.read())
     return body
 
@@ -446,7 +485,9 @@ def wait_for_version(
             raise DeliveryError(
                 redact(
                     f"/health did not serve {version} within {params.health_timeout_s:.0f} s "
-                    f"(last answer: {last})"
+                    f"(last answer: {last}). The model commit and tag are pushed and the app still "
+                    "serves what it served before. What to do: check the service's deploy log on "
+                    "Render; once the deploy is live, `python -m pipeline wait-deployed` confirms it"
                 )
             )
         log.info("waiting for %s: %s", version, last)
@@ -504,6 +545,7 @@ def keepalive(api_url: str, repository: str, workflow: str, token: str, redact: 
         raise DeliveryError("GITHUB_TOKEN is not set")
     if not repository or "/" not in repository:
         raise DeliveryError("GITHUB_REPOSITORY must be owner/name")
+    _require_http(api_url, "GITHUB_API_URL")
     url = f"{api_url.rstrip('/')}/repos/{repository}/actions/workflows/{workflow}/enable"
     request = urllib.request.Request(
         url,
@@ -515,7 +557,7 @@ def keepalive(api_url: str, repository: str, workflow: str, token: str, redact: 
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:  # nosec B310 # http(s) only: _require_http()
             return int(response.status)
     except (urllib.error.URLError, TimeoutError) as exc:
         raise DeliveryError(redact(f"enabling {workflow} failed: {_describe_failure(exc)}")) from exc

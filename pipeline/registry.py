@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
+PRUNING_PREFIX = ".pruning-"
+"""A pruned version is renamed to this prefix before its files are removed, so a crash mid-removal
+never leaves a half-deleted ``versions/vN/``; ``recover()`` finishes the removal."""
 
 
 class RegistryBusy(Exception):
@@ -105,8 +108,16 @@ def _replace_file(path: Path, payload: bytes) -> None:
 @contextmanager
 def locked(model_dir: Path) -> Iterator[None]:
     """Hold the registry's exclusive lock; raise RegistryBusy at once if another process has it."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with (model_dir / LOCK_FILE).open("a") as handle:
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        handle = (model_dir / LOCK_FILE).open("a")
+    except OSError as exc:
+        # A read-only or full model/ must fail here, clearly, before any step runs.
+        raise RegistryError(
+            f"cannot open the registry lock {model_dir / LOCK_FILE}: {exc.strerror or exc}; "
+            f"{model_dir} must be writable; nothing was changed"
+        ) from exc
+    with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -178,7 +189,7 @@ def recover(model_dir: Path) -> None:
     """
     versions = model_dir / VERSIONS_DIR
     if versions.is_dir():
-        for leftover in versions.glob(f"{STAGING_PREFIX}*"):
+        for leftover in [*versions.glob(f"{STAGING_PREFIX}*"), *versions.glob(f"{PRUNING_PREFIX}*")]:
             log.warning("removing %s left by an interrupted promotion", leftover)
             shutil.rmtree(leftover)
     for temporary in model_dir.glob(".*.tmp"):
@@ -260,7 +271,15 @@ def promote(
         raise RegistryError(
             f"could not write {version} under {versions}: {exc}; the served model is unchanged"
         ) from exc
-    return _activate(model_dir, final, "promote", previous, keep)
+    try:
+        return _activate(model_dir, final, "promote", previous, keep)
+    except (RegistryError, ModelDirError):
+        # When the switch of meta.json failed, the new version was never served: remove it, leaving
+        # model/ as it was (a version that no record names can be numbered again).
+        served = model_dir / META_FILE
+        if not served.exists() or served.read_bytes() != (final / META_FILE).read_bytes():
+            shutil.rmtree(final, ignore_errors=True)
+        raise
 
 
 def _activate(
@@ -272,11 +291,25 @@ def _activate(
     try:
         _replace_file(model_dir / META_FILE, text.encode("utf-8"))
     except OSError as exc:
-        raise RegistryError(f"could not switch {model_dir / META_FILE} to {meta.version}: {exc}") from exc
+        raise RegistryError(
+            f"could not switch {model_dir / META_FILE} to {meta.version}: {exc}; "
+            "the served model is unchanged"
+        ) from exc
     _checkpoint("meta")
-    _append_history(model_dir, _entry(event, meta, previous.version if previous else None))
-    _checkpoint("history")
-    _prune(model_dir, keep, served=meta.version)
+    # Past the commit point the new version is served: a failure to record it must not be
+    # reported as a failed promotion. recover() rolls the history forward on the next run.
+    try:
+        _append_history(model_dir, _entry(event, meta, previous.version if previous else None))
+        _checkpoint("history")
+        _prune(model_dir, keep, served=meta.version)
+    except OSError as exc:
+        log.warning(
+            "%s %s is served, but updating %s failed (%s); the next run's recovery completes it",
+            event,
+            meta.version,
+            model_dir,
+            exc,
+        )
     log.info("%s %s (previous: %s)", event, meta.version, previous.version if previous else "none")
     return meta
 
@@ -288,7 +321,10 @@ def _prune(model_dir: Path, keep: int, served: str) -> None:
     )
     for old in versions[:-keep]:
         if old.name != served:
-            shutil.rmtree(old)
+            doomed = old.with_name(f"{PRUNING_PREFIX}{old.name}")
+            os.rename(old, doomed)
+            _checkpoint("prune")
+            shutil.rmtree(doomed)
 
 
 def rollback(model_dir: Path, version: str, keep: int) -> ModelMeta:

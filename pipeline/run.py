@@ -24,7 +24,7 @@ import pandas as pd
 from pipeline import registry
 from pipeline.config import Settings
 from pipeline.dataset import DATASET_FILE, commit_dataset, discard_dataset, reconcile_dataset, stage_dataset
-from pipeline.drift import check_decay, detect_drift, reference_sample
+from pipeline.drift import check_decay, decay_sample, detect_drift, reference_sample
 from pipeline.evaluate import Metrics, choose_threshold, evaluate, quality_gate
 from pipeline.extract import Source, extract
 from pipeline.outcomes import DECISION_EXIT, Decision, ExitCode, SourceError
@@ -69,6 +69,7 @@ class _Steps:
     def step(self, name: str) -> Iterator[dict[str, Any]]:
         record: dict[str, Any] = {"status": "running", "seconds": 0.0, "rows": None, "result": None}
         self.steps[name] = record
+        log.info("step %s started", name)
         started = time.perf_counter()
         try:
             yield record
@@ -104,6 +105,15 @@ def _load_champion(settings: Settings) -> tuple[ModelMeta, Any, pd.DataFrame] | 
     payloads = verify(settings.model_dir, meta)
     reference = pd.read_parquet(io.BytesIO(payloads[REFERENCE]))
     return meta, load_booster(payloads[BOOSTER]), reference
+
+
+def _record_promotion_failure(report: dict[str, Any], report_dir: Path, error: str) -> None:
+    """Write the report of a failed promotion, if the disk still allows it; the error is raised anyway."""
+    report.update(decision="promotion_failed", exit_code=ExitCode.PROMOTION_FAILED, reasons=[error])
+    try:
+        write_report(report, report_dir)
+    except OSError as exc:  # the disk that failed the promotion may refuse the report too
+        log.warning("could not write the report of the failed promotion to %s: %s", report_dir, exc)
 
 
 def new_run_id() -> str:
@@ -181,6 +191,15 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
                 return finish(Decision.INVALID_DATA, [f"source could not be read: {exc}"])
             record["rows"] = extracted.rows
             record["result"] = {"source": extracted.source, "scenario": extracted.scenario}
+            if extracted.rows == 0:
+                record["status"] = "failed"
+                return finish(
+                    Decision.INVALID_DATA,
+                    [
+                        f"{extracted.source}: the source returned no rows "
+                        "(an empty or header-only file, or no transactions in the SQL window)"
+                    ],
+                )
 
         with tracker.step("validate") as record:
             validation = validate(extracted.frame, settings.validation)
@@ -204,9 +223,10 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
                 meta, booster, reference = champion
                 drift = detect_drift(reference, frame, settings.drift)
                 holdout = meta.metrics["holdout"]
+                checked = decay_sample(frame, settings.drift.decay_rows, settings.train.seed)
                 decay = check_decay(
-                    frame[LABEL].to_numpy(),
-                    predict(booster, frame),
+                    checked[LABEL].to_numpy(),
+                    predict(booster, checked),
                     float(holdout["roc_auc"]),
                     settings.drift,
                     recorded_positives=int(holdout.get("positives", 0)),
@@ -275,7 +295,16 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
         with tracker.step("promote") as record:
             # The snapshot is staged first and renamed into place only after the model is promoted:
             # a failed promotion leaves data/ as it was, and reconcile_dataset() finishes a crash.
-            data_md5 = stage_dataset(frame, settings.data_dir)
+            try:
+                data_md5 = stage_dataset(frame, settings.data_dir)
+            except OSError as exc:
+                discard_dataset(settings.data_dir)
+                record["status"] = "failed"
+                _record_promotion_failure(report, report_dir, str(exc))
+                raise registry.RegistryError(
+                    f"could not write the data snapshot under {settings.data_dir}: {exc}; "
+                    "nothing was promoted, the served model and data/ are unchanged"
+                ) from exc
             sample = reference_sample(frame, settings.drift.reference_rows, settings.train.seed)
             meta_fields = {
                 "trained_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -318,11 +347,14 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
                 promoted = registry.promote(
                     settings.model_dir, meta_fields, files, settings.registry.keep_versions
                 )
-            except (registry.RegistryError, ModelDirError, OSError):
+            except (registry.RegistryError, ModelDirError, OSError) as exc:
                 discard_dataset(settings.data_dir)
                 record["status"] = "failed"
-                report.update(decision="promotion_failed", exit_code=ExitCode.PROMOTION_FAILED)
-                write_report(report, report_dir)
+                _record_promotion_failure(report, report_dir, str(exc))
+                if isinstance(exc, OSError):
+                    raise registry.RegistryError(
+                        f"promotion failed: {exc}; the served model is unchanged"
+                    ) from exc
                 raise
             commit_dataset(settings.data_dir)
             record["rows"] = len(frame)

@@ -326,3 +326,49 @@ def render_app(tmp_path: Path) -> Iterator[Callable[[Origin], RenderStandIn]]:
     yield start
     for stand_in in started:
         stand_in.app.stop()
+
+
+class Recorder(http.server.ThreadingHTTPServer):
+    """A loopback JSON server: answers every request with ``reply`` and records it."""
+
+    def __init__(self, reply: Callable[[str, str], tuple[int, dict[str, Any]]]) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                server.requests.append((self.command, self.path, dict(self.headers)))
+                status, body = reply(self.command, self.path)
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = _answer  # noqa: N815 - the http.server API
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.daemon_threads = True
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+@pytest.fixture
+def recorder() -> Iterator[Callable[..., Recorder]]:
+    servers: list[Recorder] = []
+
+    def start(reply: Callable[[str, str], tuple[int, dict[str, Any]]]) -> Recorder:
+        servers.append(Recorder(reply))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -3,12 +3,8 @@ hook's retry policy, the bounded /health wait, the keepalive call and the commit
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,57 +22,11 @@ from pipeline.delivery import (
     write_outputs,
 )
 from service.artifacts import read_meta
-from tests.delivery.conftest import PROJECT, HookReceiver
+from tests.delivery.conftest import PROJECT, HookReceiver, Recorder
 
 FAST = DeliveryParams(
     hook_attempts=3, hook_timeout_s=1, hook_backoff_s=0, health_timeout_s=2, health_interval_s=0.2
 )
-
-
-class Recorder(http.server.ThreadingHTTPServer):
-    """A loopback JSON server: answers every request with ``reply`` and records it."""
-
-    def __init__(self, reply: Callable[[str, str], tuple[int, dict[str, Any]]]) -> None:
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                server.requests.append((self.command, self.path, dict(self.headers)))
-                status, body = reply(self.command, self.path)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_PUT = do_POST = _answer  # noqa: N815 - the http.server API
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.daemon_threads = True
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
-
-
-@pytest.fixture
-def recorder() -> Iterator[Callable[..., Recorder]]:
-    servers: list[Recorder] = []
-
-    def start(reply: Callable[[str, str], tuple[int, dict[str, Any]]]) -> Recorder:
-        servers.append(Recorder(reply))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_retrain_inputs_of_a_scheduled_run_are_the_defaults() -> None:
@@ -171,10 +121,11 @@ def test_wait_for_version_fails_within_its_bound_without_naming_the_url(
     params = FAST.model_copy(update={"health_timeout_s": 60, "health_interval_s": 15})
     with pytest.raises(DeliveryError) as raised:
         wait_for_version(server.url, "v2", params, Redactor([server.url]), clock=lambda: now[0], sleep=sleep)
-    assert (
-        str(raised.value)
-        == "/health did not serve v2 within 60 s (last answer: serving v1 (model_loaded=True))"
+    message = str(raised.value)
+    assert message.startswith(
+        "/health did not serve v2 within 60 s (last answer: serving v1 (model_loaded=True)). "
     )
+    assert "What to do:" in message and server.url not in message
     assert len(server.requests) == 5  # at 0, 15, 30, 45 and 60 s
 
 

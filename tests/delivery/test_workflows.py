@@ -72,9 +72,60 @@ def test_workflows_match_the_github_workflow_schema() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def ci_step(program: str) -> list[str]:
+    """The command of ci.yml's step that runs ``program``, as this environment runs it."""
+    prefix = "uv run --locked --all-extras "
+    runs = [step["run"] for step in workflow("ci.yml")["jobs"]["checks"]["steps"] if "run" in step]
+    (line,) = [run for run in runs if run.startswith(prefix + program + " ")]
+    words = line[len(prefix) :].split()
+    return [str(BIN / words[0]), *words[1:]]
+
+
 def test_zizmor_finds_no_security_issue_offline() -> None:
+    # Every severity, stricter than CI's gate below.
     done = tool([str(BIN / "zizmor"), "--offline", "--no-progress", str(WORKFLOWS)])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("program", ["zizmor", "bandit"])
+def test_ci_runs_the_security_scanners_offline_at_medium_severity_and_they_pass(program: str) -> None:
+    command = ci_step(program)
+    if program == "zizmor":
+        assert "--offline" in command and command[-1] == ".github/workflows"
+        assert command[command.index("--min-severity") + 1] == "medium"
+    else:
+        assert command[command.index("--severity-level") + 1] == "medium"
+        assert command[command.index("-r") + 1 : command.index("-r") + 3] == ["service", "pipeline"]
+    done = tool(command)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_workflow_runs_on_pull_request_target() -> None:
+    for path in FILES:
+        assert "pull_request_target" not in load_workflow(path)["on"], path.name
+        assert "pull_request_target" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_checkout_keeps_credentials_only_in_the_job_that_pushes() -> None:
+    checkouts = 0
+    for path in FILES:
+        for name, job in load_workflow(path)["jobs"].items():
+            for step in job.get("steps", []):
+                if str(step.get("uses", "")).startswith("actions/checkout@"):
+                    checkouts += 1
+                    persist = (step.get("with") or {}).get("persist-credentials")
+                    expected = (path.name, name) == ("retrain.yml", "retrain")
+                    assert persist is expected, f"{path.name}:{name} persist-credentials={persist!r}"
+    assert checkouts == 4
+
+
+def test_workflow_inputs_reach_shells_only_through_environment_variables() -> None:
+    for path in FILES:
+        for job in load_workflow(path)["jobs"].values():
+            for step in job.get("steps", []):
+                for key, value in step.items():
+                    if key not in ("env", "with", "if", "id", "name", "uses") and "${{" in str(value):
+                        raise AssertionError(f"{path.name}: an expression in {key}: {value!r}")
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
