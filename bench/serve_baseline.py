@@ -1,5 +1,6 @@
-"""The yardstick of bench/serve_bench.py: FastAPI with the service's request and response models,
-and no scoring, no middleware. ``uvicorn bench.serve_baseline:app``."""
+"""The framework floor of bench/serve_bench.py: FastAPI with the service's request and response
+models, and no scoring, no middleware. Also the bench's bare FastAPI app for cold starts, under
+uvicorn and behind Mangum. ``uvicorn bench.serve_baseline:app``."""
 
 from __future__ import annotations
 
