@@ -18,3 +18,4 @@ lint:
 
 bench:
 	uv run --locked --all-extras python -m bench.serve_bench
+	uv run --locked --all-extras python -m bench.pipeline_bench --rows 10000,100000,1000000,10000000 --repeats 3 --plot docs/pipeline_scale.png

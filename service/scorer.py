@@ -218,7 +218,9 @@ class Scorer:
         import xgboost
 
         booster = self._booster()
-        matrix = xgboost.DMatrix(x, feature_names=booster.feature_names)
+        # One thread: building the DMatrix of a few rows with XGBoost's default thread pool took
+        # 28-32 ms instead of 0.3 ms on a loaded 2-core machine (docs/benchmarks.md, reason codes).
+        matrix = xgboost.DMatrix(x, feature_names=booster.feature_names, nthread=1)
         contributions: npt.NDArray[np.float32] = booster.predict(matrix, pred_contribs=True)
         return contributions
 
