@@ -50,12 +50,15 @@ ENV MODEL_DIR=${LAMBDA_TASK_ROOT}/model
 CMD ["service.lambda_handler.handler"]
 
 # Render (the default target): the serve extra only, installed from uv.lock before the code is
-# copied, so a code change reuses the dependency layer. No pandas, scikit-learn or DVC.
+# copied, so a code change reuses the dependency layer. No pandas, scikit-learn or DVC. numpy's and
+# scipy's own test suites go, as in the lambda stage: the serving install stays under 250 MB.
 FROM base AS runtime
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --locked --no-install-project --no-dev --extra serve
+    uv sync --locked --no-install-project --no-dev --extra serve && \
+    find "${UV_PROJECT_ENVIRONMENT}"/lib/python3*/site-packages/numpy \
+        "${UV_PROJECT_ENVIRONMENT}"/lib/python3*/site-packages/scipy -depth -type d -name tests -exec rm -rf {} +
 RUN groupadd --system --gid 10001 app && \
     useradd --system --no-log-init --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 COPY service ./service
