@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +88,25 @@ def test_metrics_without_model_reports_not_loaded(empty_client: TestClient) -> N
     text = empty_client.get("/metrics").text
     assert "fraud_model_loaded 0.0" in text
     assert 'fraud_model_info{threshold="",trained_at="",version="none"} 1.0' in text
+
+
+@pytest.mark.parametrize("created", [0.0, 1_764_800_000.0, 1_764_800_000.0005, 1_764_800_000.9999, 1_764_800_059.5])
+def test_json_formatter_timestamp_is_iso_utc_to_the_millisecond(created: float) -> None:
+    record = logging.makeLogRecord({"name": "service.test", "msg": "hello", "levelname": "INFO"})
+    record.created = created
+    line = json.loads(JsonFormatter().format(record))
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert line["ts"] == expected
+    assert (line["level"], line["logger"], line["msg"]) == ("INFO", "service.test", "hello")
+
+
+def test_json_formatter_logs_extras_orjson_cannot_encode() -> None:
+    formatter = JsonFormatter()
+    record = logging.makeLogRecord({"name": "service.test", "msg": "odd", "huge": 2**70, "path": Path("/x")})
+    line = json.loads(formatter.format(record))
+    assert line["huge"] == 2**70
+    assert line["path"] == "/x"
+    # The cached second moves on with the clock.
+    for created in (10.25, 11.5):
+        record.created = created
+        assert json.loads(formatter.format(record))["ts"].startswith(f"1970-01-01T00:00:{int(created):02d}.")
