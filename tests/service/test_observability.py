@@ -90,7 +90,9 @@ def test_metrics_without_model_reports_not_loaded(empty_client: TestClient) -> N
     assert 'fraud_model_info{threshold="",trained_at="",version="none"} 1.0' in text
 
 
-@pytest.mark.parametrize("created", [0.0, 1_764_800_000.0, 1_764_800_000.0005, 1_764_800_000.9999, 1_764_800_059.5])
+@pytest.mark.parametrize(
+    "created", [0.0, 1_764_800_000.0, 1_764_800_000.0005, 1_764_800_000.9999, 1_764_800_059.5]
+)
 def test_json_formatter_timestamp_is_iso_utc_to_the_millisecond(created: float) -> None:
     record = logging.makeLogRecord({"name": "service.test", "msg": "hello", "levelname": "INFO"})
     record.created = created

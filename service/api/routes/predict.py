@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import ScorerDep, SettingsDep, get_scorer
 from service.api.errors import NO_MODEL_RESPONSE, VALIDATION_RESPONSES
+from service.api.routing import RequestOnlyRoute
 from service.metrics import ServiceMetrics
 from service.schemas import (
     BatchRequest,
@@ -117,20 +118,15 @@ async def _json_body(request: Request) -> Any:
         raise _validation_error([issue]) from None
 
 
-@router.post(
-    "/predict",
-    response_model=Prediction,
-    responses={**VALIDATION_RESPONSES, **NO_MODEL_RESPONSE, **BODY_RESPONSES},
-    openapi_extra={**_EXPLAIN_PARAMETER_DOC, **_request_body_doc(TRANSACTION_REF)},
-)
 async def predict(request: Request) -> Response:
     """Score one transaction; a flagged one carries its reason codes."""
     # The body is read, validated and answered by hand rather than declared as a Transaction
     # parameter with a Prediction response model; the scorer, the metrics and ?explain are read from
-    # the request rather than declared as dependencies. On this route each of FastAPI's generic
-    # steps costs about as much as scoring the transaction (docs/service.md, "Performance"). The
-    # contract is the same: Transaction judges every body the fast check does not accept, and the
-    # answer has Prediction's shape (tests/service/api/routes/test_predict_route.py checks both).
+    # the request rather than declared as dependencies, and the route is a RequestOnlyRoute, which
+    # FastAPI documents but calls directly. On this route each of FastAPI's generic steps costs about
+    # as much as scoring the transaction (docs/service.md, "Performance"). The contract is the same:
+    # Transaction judges every body the fast check does not accept, and the answer has Prediction's
+    # shape (tests/service/api/routes/test_predict_route.py checks both).
     explain = _explain_flag(request)
     data = await _json_body(request)
     row = plainly_valid_row(data)
@@ -152,6 +148,17 @@ async def predict(request: Request) -> Response:
         fraud, float(scores.probabilities[0]), scorer.version, scorer.threshold, scores.reasons[0]
     )
     return Response(content=orjson.dumps(body), media_type="application/json")
+
+
+router.add_api_route(
+    "/predict",
+    predict,
+    methods=["POST"],
+    route_class_override=RequestOnlyRoute,
+    response_model=Prediction,
+    responses={**VALIDATION_RESPONSES, **NO_MODEL_RESPONSE, **BODY_RESPONSES},
+    openapi_extra={**_EXPLAIN_PARAMETER_DOC, **_request_body_doc(TRANSACTION_REF)},
+)
 
 
 def _validation_error(errors: list[dict[str, Any]]) -> RequestValidationError:
