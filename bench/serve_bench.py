@@ -721,7 +721,9 @@ def main() -> None:
             **os.environ,
             "MODEL_DIR": str(model),
             NAIVE_MODEL_ENV: str(naive_model),
-            "LOG_LEVEL": "WARNING",
+            # The service runs as deployed: LOG_LEVEL=INFO, one JSON access line per request (to
+            # /dev/null here). uvicorn's own access log is off in every app, as in the Dockerfile.
+            "LOG_LEVEL": "INFO",
         }
         env.pop("ADMIN_TOKEN", None)
         bodies = write_bodies(work)
