@@ -93,8 +93,11 @@ f:close()
 
 # Run by `python -c` in a fresh process: import the handler (or wrap a bare app in Mangum, as
 # service.lambda_handler does, lifespan off), answer one event, print the response, exit at once.
-LAMBDA_CHILD = """
+# The service logs to stdout, as on Lambda (CloudWatch reads it), so the child marks its answer.
+RESPONSE_MARK = "LAMBDA-RESPONSE "
+LAMBDA_CHILD = f"""
 import importlib, json, os, sys, types
+RESPONSE_MARK = {RESPONSE_MARK!r}
 module_name, attribute = sys.argv[1].split(":")
 target = getattr(importlib.import_module(module_name), attribute)
 if attribute == "app":
@@ -105,7 +108,7 @@ context = types.SimpleNamespace(
     get_remaining_time_in_millis=lambda: 30000,
 )
 response = target(json.loads(sys.argv[2]), context)
-sys.stdout.write(json.dumps(response) + "\\n")
+sys.stdout.write(RESPONSE_MARK + json.dumps(response) + "\\n")
 sys.stdout.flush()
 os._exit(0)
 """
@@ -264,7 +267,12 @@ def lambda_cold_start(target: str, env: dict[str, str], python: str, log: Path) 
             stderr=stderr,
         )
         assert process.stdout is not None
-        line = process.stdout.readline()
+        for raw in process.stdout:
+            if raw.startswith(RESPONSE_MARK.encode()):
+                line = raw[len(RESPONSE_MARK) :]
+                break
+        else:
+            line = b""
         elapsed = time.perf_counter() - started
         process.wait(timeout=60)
     if not line:
@@ -273,6 +281,11 @@ def lambda_cold_start(target: str, env: dict[str, str], python: str, log: Path) 
     if response.get("statusCode") != 200:
         raise RuntimeError(f"{target}: {response}")
     return elapsed
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -708,6 +721,7 @@ def main() -> None:
         "batch_connections": args.batch_connections,
         "cold_starts": args.cold_starts,
     }
+    path = args.json or RESULTS_DIR / f"serve-{started.strftime('%Y%m%dT%H%M')}.json"
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     try:
         from bench.serve_naive import save_model
@@ -733,14 +747,13 @@ def main() -> None:
             results["install"], serve_python = measure_install(work)
         progress("serving")
         results["serving"] = measure_serving(env, bodies, args)
+        save(results, path)  # kept even if the cold starts fail
         progress("cold starts")
         results["cold_start"] = measure_cold_starts(env, work, args.cold_starts, serve_python)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).strftime("%H:%M")
-    path = args.json or RESULTS_DIR / f"serve-{started.strftime('%Y%m%dT%H%M')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
+    save(results, path)
     serving_part, cold_part = report(results)
     print(f"## Serving\n\n{serving_part}\n\n## Cold start and install size\n\n{cold_part}")
     print(f"\nJSON: {path}")
