@@ -15,8 +15,9 @@ class RequestOnlyRoute(APIRoute):
     FastAPI still builds its OpenAPI operation (``response_model``, ``responses``, ``openapi_extra``)
     and its error handlers still answer what the endpoint raises, but a request skips FastAPI's
     per-request handler: dependency solving, body handling and response-model serialisation for an
-    endpoint that declares none of them. On ``POST /predict`` that handler cost about 25 us of CPU a
-    request in-process, a quarter of the app's own time (docs/benchmarks.md, "What each fix gave").
+    endpoint that declares none of them. On ``POST /predict`` that handler cost about 30 us of CPU a
+    request in-process, a quarter of the app's own time (docs/benchmarks.md, "What each serving fix
+    gave").
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
