@@ -112,3 +112,30 @@ def test_json_formatter_logs_extras_orjson_cannot_encode() -> None:
     for created in (10.25, 11.5):
         record.created = created
         assert json.loads(formatter.format(record))["ts"].startswith(f"1970-01-01T00:00:{int(created):02d}.")
+
+
+def test_observability_configure_logging_skips_the_fields_no_line_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.observability import configure_logging
+
+    for flag in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))  # restored after the test
+    logger = logging.getLogger("service")
+    previous = logger.level
+    configure_logging("INFO")
+    records: list[logging.LogRecord] = []
+    keep = logging.Handler()
+    keep.emit = records.append  # type: ignore[method-assign,assignment]
+    access = logging.getLogger("service.access")
+    access.addHandler(keep)
+    try:
+        access.info("request", extra={"status": 200})
+    finally:
+        access.removeHandler(keep)
+        logger.setLevel(previous)
+    (record,) = records
+    assert (record.threadName, record.processName, record.process) == (None, None, None)
+    assert (record.pathname, record.funcName) == ("(unknown file)", "(unknown function)")
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "request" and line["status"] == 200 and line["logger"] == "service.access"
