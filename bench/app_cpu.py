@@ -29,16 +29,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from bench.serve_bench import TRANSACTION
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BODY = json.dumps(
-    {
-        "amount": 150.0,
-        "hour": 14,
-        "merchant_category": 2,
-        "distance_from_home": 5.0,
-        "num_transactions_last_24h": 3,
-    }
-).encode()
+BODY = json.dumps(TRANSACTION).encode()  # the body bench.serve_bench sends to every app
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
