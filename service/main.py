@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.api.errors import install_error_handlers
+from service.api.routing import register_directly
 from service.api.routes import health, metrics, model, predict, ui
 from service.config import Settings, get_settings
 from service.metrics import ServiceMetrics
@@ -58,7 +59,12 @@ def _document_hand_read_bodies(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own Settings, which then also back SettingsDep."""
     resolved = settings if settings is not None else get_settings()
-    app = FastAPI(title="Fraud scoring service", version="2.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Fraud scoring service",
+        version="2.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     app.state.settings = resolved
     app.state.metrics = ServiceMetrics()
     app.state.model_store = ModelStore(resolved, app.state.metrics)
@@ -66,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
     # /predict first: a request is matched against the routes in order, on the hot path too.
+    register_directly(app, predict.direct_router)
     for module in (predict, health, model, metrics, ui):
         app.include_router(module.router)
     if resolved.cors_origins:

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+
+from service.api.routes import predict
 
 
 def test_app_cors_closed_by_default(client: TestClient) -> None:
@@ -66,6 +69,12 @@ def test_app_openapi_documents_examples_descriptions_and_errors(client: TestClie
         operation = next(iter(schema["paths"][path].values()))
         assert operation.get("description") or operation.get("summary"), path
     assert client.get("/docs").status_code == 200
+
+
+def test_app_predict_sits_on_the_app_router_itself(client: TestClient) -> None:
+    # Not behind an included-router node, which would resolve each request twice (service.api.routing).
+    app_routes = [route for route in client.app.router.routes if isinstance(route, APIRoute)]  # type: ignore[attr-defined]
+    assert app_routes == list(predict.direct_router.routes)
 
 
 IMPORT_PROBE = """

@@ -27,6 +27,9 @@ from service.schemas import (
 from service.scorer import Reason, Rows
 
 router = APIRouter(tags=["scoring"])
+"""``POST /predict/batch``, included like any router."""
+direct_router = APIRouter(tags=["scoring"])
+"""``POST /predict``, the hot path: registered on the app's own router (``register_directly``)."""
 
 ExplainQuery = Annotated[
     bool,
@@ -150,7 +153,7 @@ async def predict(request: Request) -> Response:
     return Response(content=orjson.dumps(body), media_type="application/json")
 
 
-router.add_api_route(
+direct_router.add_api_route(
     "/predict",
     predict,
     methods=["POST"],

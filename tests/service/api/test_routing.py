@@ -1,4 +1,5 @@
-"""RequestOnlyRoute: documented like any FastAPI route, called directly, errors still handled."""
+"""RequestOnlyRoute: documented like any FastAPI route, called directly, errors still handled.
+register_directly: a RequestOnlyRoute on the app's own router, documented as include_router would."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from service.api.routes import predict
-from service.api.routing import RequestOnlyRoute
+from service.api.routing import RequestOnlyRoute, register_directly
 
 
 class Echo(BaseModel):
@@ -75,6 +76,44 @@ def test_request_only_route_refuses_an_endpoint_with_other_parameters(endpoint: 
 
 def test_predict_is_a_request_only_route_and_the_batch_route_is_not() -> None:
     # The hot path skips FastAPI's per-request handler (docs/benchmarks.md); the batch route needs it.
-    classes = {getattr(route, "path", ""): type(route) for route in predict.router.routes}
-    assert classes["/predict"] is RequestOnlyRoute
-    assert classes["/predict/batch"] is APIRoute
+    assert [(route.path, type(route)) for route in predict.direct_router.routes] == [  # type: ignore[attr-defined]
+        ("/predict", RequestOnlyRoute)
+    ]
+    assert [(route.path, type(route)) for route in predict.router.routes] == [  # type: ignore[attr-defined]
+        ("/predict/batch", APIRoute)
+    ]
+
+
+def _echo_router() -> APIRouter:
+    router = APIRouter(tags=["echo"])
+    router.add_api_route(
+        "/echo", echo, methods=["POST"], route_class_override=RequestOnlyRoute, response_model=Echo
+    )
+    return router
+
+
+def test_register_directly_documents_the_route_as_include_router_does() -> None:
+    included, direct = FastAPI(), FastAPI()
+    for router in (predict.direct_router, _echo_router()):
+        included.include_router(router)
+        register_directly(direct, router)
+    assert direct.openapi() == included.openapi()
+
+
+def test_register_directly_puts_the_route_itself_on_the_app_router() -> None:
+    app = FastAPI()
+    before = list(app.router.routes)
+    router = _echo_router()
+    register_directly(app, router)
+    assert app.router.routes == [*before, *router.routes]
+    with TestClient(app) as client:
+        answered = client.post("/echo", content=b'{"text": "direct"}')
+        failed = client.post("/echo?fail=1", content=b"{}")
+    assert (answered.status_code, answered.content) == (200, b'{"text": "direct"}')
+    assert (failed.status_code, failed.json()) == (418, {"detail": "asked to fail"})
+
+
+def test_register_directly_refuses_a_route_that_include_router_must_bind() -> None:
+    # A route with dependencies needs the including app's dependency_overrides: include_router only.
+    with pytest.raises(TypeError, match="'/predict/batch': only RequestOnlyRoutes"):
+        register_directly(FastAPI(), predict.router)
