@@ -100,6 +100,17 @@ class Settings(BaseSettings):
             "so the first flagged request does not pay the import."
         ),
     )
+    fastapi_telemetry: bool = Field(
+        False,
+        validation_alias="FASTAPI_TELEMETRY",
+        description=(
+            "Turn on FastAPI's native OpenTelemetry instrumentation: spans, metrics and log records "
+            "for each request, sent to the globally configured OpenTelemetry providers (an SDK the "
+            "operator installs, e.g. under opentelemetry-instrument). Off by default: the service's "
+            "own metrics are at /metrics and its logs are JSON lines, and the check FastAPI makes on "
+            "every request costs CPU even when no provider is configured."
+        ),
+    )
 
     reload_rate_limit: int = Field(
         10,

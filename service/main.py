@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 
 from service.api.errors import install_error_handlers
 from service.api.routing import register_directly
@@ -24,6 +25,11 @@ Scores card transactions for fraud with the model the pipeline promoted into `mo
 `POST /predict` and `GET /health` keep the original API's shapes; everything else is additive.
 Flagged predictions carry reason codes: XGBoost's exact TreeSHAP contributions, in log-odds.
 """
+
+# FastAPI's native OpenTelemetry instrumentation, off unless FASTAPI_TELEMETRY is set. Left on, it
+# asks the global providers whether any is configured on every request: about 8 us of CPU per
+# POST /predict in-process with none configured (docs/benchmarks.md, "What each serving fix gave").
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 @asynccontextmanager
@@ -64,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="2.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=None if resolved.fastapi_telemetry else TELEMETRY_OFF,
     )
     app.state.settings = resolved
     app.state.metrics = ServiceMetrics()

@@ -113,6 +113,50 @@ def test_app_lambda_handler_import_is_light() -> None:
     assert json.loads(result.stdout.strip()) == []
 
 
+TELEMETRY_PROBE = """
+import json, sys
+from opentelemetry import trace
+from fastapi.testclient import TestClient
+
+spans = []
+
+class Tracer(trace.NoOpTracer):
+    def start_span(self, name, *args, **kwargs):
+        spans.append(name)
+        return super().start_span(name, *args, **kwargs)
+
+class Provider(trace.TracerProvider):
+    def get_tracer(self, *args, **kwargs):
+        return Tracer()
+
+trace.set_tracer_provider(Provider())  # as an OpenTelemetry SDK set up by the operator would
+from service.config import Settings
+from service.main import create_app
+app = create_app(Settings(model_dir=sys.argv[1], explain_warmup=False))
+with TestClient(app) as client:
+    assert client.post("/predict", json=json.loads(sys.argv[2])).status_code == 200
+print(json.dumps(spans))
+"""
+
+
+@pytest.mark.parametrize(("setting", "spans"), [(None, []), ("false", []), ("true", ["POST"])])
+def test_app_fastapi_telemetry_only_when_set(
+    model_dir: Path, factories: Any, setting: str | None, spans: list[str]
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "FASTAPI_TELEMETRY"}
+    if setting is not None:
+        env["FASTAPI_TELEMETRY"] = setting
+    result = subprocess.run(
+        [sys.executable, "-c", TELEMETRY_PROBE, str(model_dir), json.dumps(factories.valid())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == spans
+
+
 @pytest.mark.slow
 def test_app_python_dash_m_service_serves_on_port(model_dir: Path, factories: Any) -> None:
     import socket
