@@ -100,12 +100,12 @@ def test_register_directly_documents_the_route_as_include_router_does() -> None:
     assert direct.openapi() == included.openapi()
 
 
-def test_register_directly_puts_the_route_itself_on_the_app_router() -> None:
+def test_register_directly_puts_the_route_itself_first_on_the_app_router() -> None:
     app = FastAPI()
     before = list(app.router.routes)
     router = _echo_router()
     register_directly(app, router)
-    assert app.router.routes == [*before, *router.routes]
+    assert app.router.routes == [*router.routes, *before]
     with TestClient(app) as client:
         answered = client.post("/echo", content=b'{"text": "direct"}')
         failed = client.post("/echo?fail=1", content=b"{}")
