@@ -10,7 +10,7 @@ from service.observability import configure_logging
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_flush_interval)
     # access_log off: the app writes its own structured line per request.
     uvicorn.run("service.main:app", host=settings.host, port=settings.port, access_log=False)
 

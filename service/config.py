@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias="LOG_LEVEL", description="Level of the service's JSON log lines."
     )
+    log_flush_interval: float = Field(
+        0.2,
+        ge=0,
+        le=10,
+        validation_alias="LOG_FLUSH_INTERVAL",
+        description=(
+            "Seconds a log line may wait to be written together with the lines after it (one write "
+            "per batch instead of one per request); warnings and errors are written at once. 0 "
+            "writes every line at once."
+        ),
+    )
     host: str = Field(
         "127.0.0.1", validation_alias="HOST", description="Interface `python -m service` listens on."
     )

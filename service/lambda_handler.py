@@ -11,7 +11,7 @@ from typing import Any
 from mangum import Mangum
 
 from service.main import app
-from service.observability import configure_logging
+from service.observability import configure_logging, flush_logs
 
 _adapter: Mangum | None = None
 
@@ -41,8 +41,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Answer one Lambda invocation."""
     global _adapter
     if _adapter is None:
-        configure_logging(app.state.settings.log_level)
+        settings = app.state.settings
+        configure_logging(settings.log_level, settings.log_flush_interval)
         # lifespan="off": nothing to start per invocation; the model loads once per container.
         _adapter = Mangum(app, lifespan="off")
-    response: dict[str, Any] = _adapter(_strip_stage(event), context)
+    try:
+        response: dict[str, Any] = _adapter(_strip_stage(event), context)
+    finally:
+        # The invocation's lines go out in one write before the runtime freezes the process.
+        flush_logs()
     return response

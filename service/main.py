@@ -11,8 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 
 from service.api.errors import install_error_handlers
-from service.api.routing import register_directly
 from service.api.routes import health, metrics, model, predict, ui
+from service.api.routing import register_directly
 from service.config import Settings, get_settings
 from service.metrics import ServiceMetrics
 from service.model_store import ModelStore
@@ -36,7 +36,8 @@ TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": Fa
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Logging only: the model loads on first need (see ModelStore), because Mangum runs the
     # lifespan on every Lambda invocation.
-    configure_logging(app.state.settings.log_level)
+    settings: Settings = app.state.settings
+    configure_logging(settings.log_level, settings.log_flush_interval)
     yield
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -62,8 +63,93 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(line, default=str)
 
 
-def configure_logging(level: str) -> None:
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes its lines in batches rather than one write per line.
+
+    Each line costs a ``write`` system call when flushed on its own, and on a pipe (Docker's and
+    Render's log collection, Lambda's runtime) that call and the wake-up of the reader cost more than
+    formatting the line: one access line per request made it the service's biggest cost after the
+    HTTP server's own (docs/benchmarks.md, "What each serving fix gave"). Lines wait here at most
+    ``interval`` seconds and are written together by a background thread, as nginx's ``access_log
+    ... buffer= flush=`` does. A line at ``flush_level`` or above (a warning, an error) is written at
+    once, with every line before it; so is everything pending when ``max_bytes`` is reached, at
+    ``flush()`` and at ``close()`` (``logging.shutdown`` calls both when the interpreter exits). What
+    a ``SIGKILL`` can lose is at most the last ``interval`` of lines. ``interval=0`` writes every line
+    at once, as ``StreamHandler`` does.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        interval: float,
+        flush_level: int = logging.WARNING,
+        max_bytes: int = 64 * 1024,
+    ) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self.flush_level = flush_level
+        self.max_bytes = max_bytes
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if interval > 0:
+            self._flusher = threading.Thread(target=self._flush_every_interval, name="log-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_every_interval(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held (Handler.handle). As in StreamHandler.emit, a failure
+        # here is reported by handleError and never reaches the request that logged.
+        try:
+            line = self.format(record)
+            self._pending.append(line)
+            self._pending_bytes += len(line) + 1
+            if (
+                self._flusher is None
+                or self.closed  # no thread left to write it later
+                or record.levelno >= self.flush_level
+                or self._pending_bytes >= self.max_bytes
+            ):
+                self.flush()
+        except Exception:
+            self.handleError(record)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed: ``logging.config.dictConfig`` (uvicorn's startup) closes every handler."""
+        return self._stop.is_set()
+
+    def flush(self) -> None:
+        """Write every pending line in one call, then flush the stream."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                text = "\n".join(self._pending) + "\n"
+                self._pending.clear()
+                self._pending_bytes = 0
+                try:
+                    self.stream.write(text)
+                except Exception:  # a closed or broken stream: report it as logging does, lose no request
+                    self.handleError(logging.makeLogRecord({"msg": "log lines could not be written"}))
+            super().flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=5)
+        self.flush()
+        super().close()
+
+
+def configure_logging(level: str, flush_interval: float = 0.0) -> None:
     """Send the service's logs to stdout as JSON lines; idempotent, called at startup, never at import.
+
+    ``flush_interval`` (``LOG_FLUSH_INTERVAL``) is how long a line may wait to be written with the
+    lines after it (``BatchingStreamHandler``); 0 writes each line at once. A handler of ours that
+    a later logging setup closed is replaced: the app's lifespan calls this again after uvicorn's.
 
     It also turns off what every LogRecord would otherwise collect and no line of ours writes: the
     caller's file and line, the thread, the process and the multiprocessing names. These are the
@@ -77,13 +163,22 @@ def configure_logging(level: str) -> None:
     logging.logMultiprocessing = False
     logger = logging.getLogger("service")
     logger.setLevel(level)
-    if any(getattr(handler, _HANDLER_MARK, False) for handler in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stdout)
+    for handler in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+        if not getattr(handler, "closed", False):
+            return
+        # Closed by a later logging setup (uvicorn's dictConfig closes every handler): replaced.
+        logger.removeHandler(handler)
+    handler = BatchingStreamHandler(sys.stdout, flush_interval)
     handler.setFormatter(JsonFormatter())
     setattr(handler, _HANDLER_MARK, True)
     logger.addHandler(handler)
     logger.propagate = False
+
+
+def flush_logs() -> None:
+    """Write out the service's pending log lines now (Lambda: before the runtime freezes the process)."""
+    for handler in logging.getLogger("service").handlers:
+        handler.flush()
 
 
 def _route_template(scope: Scope) -> str:

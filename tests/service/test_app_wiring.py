@@ -86,7 +86,7 @@ with TestClient(app) as client:
     assert client.post("/predict", json=json.loads(sys.argv[2])).status_code == 200
 heavy = ("pandas", "sklearn", "scipy", "xgboost", "pyarrow", "matplotlib")
 heavy = sorted(m for m in heavy if m in sys.modules)
-print(json.dumps(heavy))
+print("HEAVY " + json.dumps(heavy))
 """
 
 
@@ -98,7 +98,9 @@ def test_app_import_and_scoring_path_is_light(model_dir: Path, factories: Any) -
         timeout=120,
         check=True,
     )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    # The service's own log lines share stdout; they may be written after the probe's line.
+    (heavy,) = [line for line in result.stdout.splitlines() if line.startswith("HEAVY ")]
+    assert json.loads(heavy.removeprefix("HEAVY ")) == []
 
 
 def test_app_lambda_handler_import_is_light() -> None:
@@ -134,7 +136,7 @@ from service.main import create_app
 app = create_app(Settings(model_dir=sys.argv[1], explain_warmup=False))
 with TestClient(app) as client:
     assert client.post("/predict", json=json.loads(sys.argv[2])).status_code == 200
-print(json.dumps(spans))
+print("SPANS " + json.dumps(spans))
 """
 
 
@@ -153,7 +155,8 @@ def test_app_fastapi_telemetry_only_when_set(
         check=True,
         env=env,
     )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == spans
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("SPANS ")]
+    assert json.loads(line.removeprefix("SPANS ")) == spans
 
 
 @pytest.mark.slow

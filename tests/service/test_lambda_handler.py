@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +200,38 @@ def test_lambda_stage_strip_leaves_other_paths_alone() -> None:
     event = http_v2_event("GET", "/health", stage="prod")
     event["requestContext"]["http"]["path"] = "/production/health"
     assert lambda_module._strip_stage(event)["requestContext"]["http"]["path"] == "/production/health"
+
+
+INVOCATION_PROBE = """
+import json, os, sys
+from service.lambda_handler import handler
+from tests.service.test_lambda_handler import Context, http_v2_event
+response = handler(http_v2_event("POST", "/predict", sys.argv[1]), Context())
+sys.stdout.write("STATUS " + str(response["statusCode"]) + "\\n")
+sys.stdout.flush()
+os._exit(0)  # as a frozen and reaped container: no exit handlers, nothing flushed after this
+"""
+
+
+def test_lambda_invocation_writes_its_log_lines_before_returning(model_dir: Path, factories: Any) -> None:
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(model_dir),
+        "EXPLAIN_WARMUP": "false",
+        "LOG_FLUSH_INTERVAL": "10",  # the background flush would come far too late
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("ADMIN_TOKEN", None)
+    result = subprocess.run(
+        [sys.executable, "-c", INVOCATION_PROBE, json.dumps(factories.valid())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "STATUS 200"
+    access = [json.loads(line) for line in lines[:-1] if '"service.access"' in line]
+    assert [(line["route"], line["status"]) for line in access] == [("/predict", 200)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.observability import JsonFormatter
+from service.observability import BatchingStreamHandler, JsonFormatter
 
 
 class Capture(logging.Handler):
@@ -139,3 +140,134 @@ def test_observability_configure_logging_skips_the_fields_no_line_writes(
     assert (record.pathname, record.funcName) == ("(unknown file)", "(unknown function)")
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "request" and line["status"] == 200 and line["logger"] == "service.access"
+
+
+class Recorder:
+    """A text stream that keeps each write() call apart, to count the writes."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.writes: list[str] = []
+        self.fail = fail
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        if self.fail:
+            raise OSError(32, "Broken pipe")
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.makeLogRecord({"name": "service.test", "msg": message, "levelno": level, "levelname": "X"})
+
+
+@pytest.fixture
+def batching() -> Iterator[Callable[..., tuple[BatchingStreamHandler, Recorder]]]:
+    handlers: list[BatchingStreamHandler] = []
+
+    def make(interval: float, **kwargs: Any) -> tuple[BatchingStreamHandler, Recorder]:
+        stream = Recorder(fail=kwargs.pop("fail", False))
+        handler = BatchingStreamHandler(stream, interval, **kwargs)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(handler)
+        return handler, stream
+
+    yield make
+    for handler in handlers:
+        handler.close()
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_batching_handler_writes_waiting_lines_together(batching: Any) -> None:
+    handler, stream = batching(0.05)
+    for message in ("one", "two", "three"):
+        handler.handle(_record(message))
+    assert stream.writes == []  # waiting for the interval, not written one by one
+    _wait_for(lambda: bool(stream.writes))
+    assert stream.writes == ["one\ntwo\nthree\n"]
+
+
+def test_batching_handler_writes_a_warning_at_once_after_the_lines_before_it(batching: Any) -> None:
+    handler, stream = batching(60)
+    handler.handle(_record("request 1"))
+    handler.handle(_record("request 2"))
+    handler.handle(_record("model refused", logging.WARNING))
+    assert stream.writes == ["request 1\nrequest 2\nmodel refused\n"]
+
+
+def test_batching_handler_writes_when_max_bytes_are_pending(batching: Any) -> None:
+    handler, stream = batching(60, max_bytes=20)
+    handler.handle(_record("x" * 9))
+    assert stream.writes == []
+    handler.handle(_record("y" * 9))  # 20 bytes with the newlines
+    assert stream.writes == ["x" * 9 + "\n" + "y" * 9 + "\n"]
+
+
+def test_batching_handler_without_interval_writes_every_line(batching: Any) -> None:
+    handler, stream = batching(0)
+    handler.handle(_record("one"))
+    handler.handle(_record("two"))
+    assert stream.writes == ["one\n", "two\n"]
+
+
+def test_batching_handler_flush_and_close_write_what_waits(batching: Any) -> None:
+    handler, stream = batching(60)
+    handler.handle(_record("before flush"))
+    handler.flush()
+    assert stream.writes == ["before flush\n"]
+    handler.handle(_record("before close"))
+    handler.close()
+    assert stream.writes[-1] == "before close\n"
+    # Closed (as logging.config.dictConfig closes every handler), it writes each line at once.
+    handler.handle(_record("after close"))
+    assert stream.writes[-1] == "after close\n"
+
+
+def test_batching_handler_stream_failure_never_reaches_the_caller(
+    batching: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler, _ = batching(0, fail=True)
+    handler.handle(_record("lost"))  # reported on stderr by logging's handleError, not raised
+    assert "Broken pipe" in capsys.readouterr().err
+
+
+def test_configure_logging_replaces_its_handler_when_a_later_setup_closed_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging.config
+
+    from service.observability import configure_logging
+
+    for flag in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))
+    logger = logging.getLogger("service")
+    previous_level, previous_handlers = logger.level, list(logger.handlers)
+    try:
+        for handler in previous_handlers:
+            logger.removeHandler(handler)
+        configure_logging("INFO", 60)
+        (first,) = logger.handlers
+        configure_logging("INFO", 60)
+        assert logger.handlers == [first]  # idempotent
+        # What uvicorn's startup does: dictConfig closes every existing handler.
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+        assert isinstance(first, BatchingStreamHandler) and first.closed
+        configure_logging("INFO", 60)
+        (second,) = logger.handlers
+        assert second is not first and isinstance(second, BatchingStreamHandler) and not second.closed
+        second.close()
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        for handler in previous_handlers:
+            logger.addHandler(handler)
+        logger.setLevel(previous_level)
