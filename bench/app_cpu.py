@@ -1,6 +1,6 @@
 """CPU per ``POST /predict`` inside the app, without the network (docs/benchmarks.md).
 
-    uv run --locked --all-extras python -m bench.app_cpu [--requests 20000] [--repeats 7]
+    uv run --locked --all-extras python -m bench.app_cpu [--requests 20000] [--repeats 7] [--log-sink pipe]
 
 Drives the ASGI app directly, one request after another on one event loop, as one keep-alive
 connection would, and reads the process's CPU time around each batch of requests. What it leaves
@@ -10,9 +10,12 @@ isolates what the app itself costs a request, with far less noise than requests 
 before and after (``PYTHONPATH=<worktree of that commit>``: the code under test is imported from
 there, this file from here).
 
-Two apps: the service (``service.main:create_app``, as deployed: ``LOG_LEVEL=INFO``, access lines to
-``/dev/null``) serving ``--model-dir`` (the committed ``model/`` by default), and the framework floor
-(``bench/serve_baseline.py``). Prints one JSON object.
+Two apps: the service (``service.main:create_app``, as deployed: ``LOG_LEVEL=INFO``, started through
+its lifespan as uvicorn starts it, so its logging is set up from its own settings) serving
+``--model-dir`` (the committed ``model/`` by default), and the framework floor
+(``bench/serve_baseline.py``). The service's log lines go to ``/dev/null``, or with ``--log-sink
+pipe`` into a pipe that another process (``cat``) reads, as a platform's log collection reads stdout:
+then each ``write`` costs what it costs in production. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bench.serve_bench import TRANSACTION
 
@@ -81,7 +85,9 @@ async def _one(app: ASGIApp, path: str) -> int:
     return status
 
 
-async def _measure(app: ASGIApp, requests: int, repeats: int) -> list[float]:
+async def _measure(app: ASGIApp, requests: int, repeats: int, log_sink: TextIO) -> list[float]:
+    lifespan = await _start(app)  # the service configures its logging here, from its settings
+    _point_logs_at(log_sink)
     for _ in range(500):  # warm-up: the model loads on the first request
         if (status := await _one(app, "/predict")) != 200:
             raise SystemExit(f"warm-up request answered {status}, not 200")
@@ -91,7 +97,42 @@ async def _measure(app: ASGIApp, requests: int, repeats: int) -> list[float]:
         for _ in range(requests):
             await _one(app, "/predict")
         per_request_us.append((time.process_time() - start) / requests * 1e6)
+    lifespan.cancel()
     return per_request_us
+
+
+async def _start(app: ASGIApp) -> asyncio.Task[None]:
+    """Run the app's lifespan startup, as uvicorn does before the first request."""
+    messages: asyncio.Queue[Message] = asyncio.Queue()
+    messages.put_nowait({"type": "lifespan.startup"})
+    started = asyncio.get_running_loop().create_future()
+
+    async def send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set_result(None)
+        elif message["type"] == "lifespan.startup.failed":
+            started.set_exception(SystemExit(f"the app failed to start: {message.get('message')}"))
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    task = asyncio.create_task(app(scope, messages.get, send))  # waits for a shutdown never sent
+    await started
+    return task
+
+
+def _log_sink(kind: str) -> TextIO:
+    """Where the service's log lines go: ``/dev/null``, or a pipe read by another process (``cat``),
+    as Docker's, Render's and Lambda's log collection read a service's stdout."""
+    if kind == "devnull":
+        return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert reader.stdin is not None
+    return open(reader.stdin.fileno(), "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+
+
+def _point_logs_at(sink: TextIO) -> None:
+    for handler in logging.getLogger("service").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sink)
 
 
 def _service_app(model_dir: Path) -> ASGIApp:
@@ -100,13 +141,7 @@ def _service_app(model_dir: Path) -> ASGIApp:
     os.environ["LOG_LEVEL"] = "INFO"
     os.environ.pop("ADMIN_TOKEN", None)
     from service.main import create_app
-    from service.observability import configure_logging
 
-    configure_logging("INFO")
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    for handler in logging.getLogger("service").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(devnull)
     app: ASGIApp = create_app()
     return app
 
@@ -126,9 +161,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="Requests per measured batch.")
     parser.add_argument("--repeats", type=int, default=7, help="Measured batches; the median is reported.")
     parser.add_argument("--model-dir", type=Path, default=PROJECT_ROOT / "model")
+    parser.add_argument(
+        "--log-sink",
+        choices=["devnull", "pipe"],
+        default="devnull",
+        help="Where the service's log lines go: /dev/null, or a pipe read by another process (as deployed).",
+    )
     args = parser.parse_args()
     app = _service_app(args.model_dir) if args.app == "service" else _floor_app()
-    runs = asyncio.run(_measure(app, args.requests, args.repeats))
+    runs = asyncio.run(_measure(app, args.requests, args.repeats, _log_sink(args.log_sink)))
     import service
 
     print(
@@ -137,6 +178,7 @@ def main() -> None:
                 "app": args.app,
                 "code": str(Path(service.__file__).resolve().parent.parent),
                 "requests": args.requests,
+                "log_sink": args.log_sink,
                 "cpu_us_per_request": round(statistics.median(runs), 1),
                 "runs": [round(r, 1) for r in runs],
                 "python": sys.version.split()[0],

@@ -216,12 +216,24 @@ def free_port() -> int:
         return port
 
 
+_log_readers: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def start(app: str, port: int, env: dict[str, str], python: str = sys.executable) -> subprocess.Popen[bytes]:
+    """One uvicorn worker serving ``app``. Its stdout (the service's JSON log lines) goes into a pipe
+    that another process reads, as Docker's, Render's and Lambda's log collection read it."""
     command = [python, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
-    return subprocess.Popen(
-        command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert reader.stdin is not None
+    try:
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=reader.stdin, stderr=subprocess.DEVNULL
+        )
+    finally:
+        reader.stdin.close()  # the server holds the write end now; cat ends when the server does
+    _log_readers[process.pid] = reader
+    return process
 
 
 def first_answer(port: int, process: subprocess.Popen[bytes], started: float, timeout: float = 120) -> float:
@@ -252,6 +264,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    reader = _log_readers.pop(process.pid, None)
+    if reader is not None:
+        reader.wait(timeout=20)
 
 
 def lambda_cold_start(target: str, env: dict[str, str], python: str, log: Path) -> float:
@@ -735,8 +750,9 @@ def main() -> None:
             **os.environ,
             "MODEL_DIR": str(model),
             NAIVE_MODEL_ENV: str(naive_model),
-            # The service runs as deployed: LOG_LEVEL=INFO, one JSON access line per request (to
-            # /dev/null here). uvicorn's own access log is off in every app, as in the Dockerfile.
+            # The service runs as deployed: LOG_LEVEL=INFO, one JSON access line per request, on
+            # stdout into a pipe another process reads (start()), LOG_FLUSH_INTERVAL at its
+            # default. uvicorn's own access log is off in every app, as in the Dockerfile.
             "LOG_LEVEL": "INFO",
         }
         env.pop("ADMIN_TOKEN", None)
