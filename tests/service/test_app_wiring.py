@@ -90,17 +90,18 @@ print("HEAVY " + json.dumps(heavy))
 """
 
 
-def test_app_import_and_scoring_path_is_light(model_dir: Path, factories: Any) -> None:
+def run_probe(probe: str, mark: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run ``probe`` in a fresh interpreter; the JSON it printed after ``mark``."""
     result = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE, str(model_dir), json.dumps(factories.valid())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120, check=True, env=env
     )
     # The service's own log lines share stdout; they may be written after the probe's line.
-    (heavy,) = [line for line in result.stdout.splitlines() if line.startswith("HEAVY ")]
-    assert json.loads(heavy.removeprefix("HEAVY ")) == []
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(mark + " ")]
+    return json.loads(line.removeprefix(mark + " "))
+
+
+def test_app_import_and_scoring_path_is_light(model_dir: Path, factories: Any) -> None:
+    assert run_probe(IMPORT_PROBE, "HEAVY", str(model_dir), json.dumps(factories.valid())) == []
 
 
 def test_app_lambda_handler_import_is_light() -> None:
@@ -147,16 +148,9 @@ def test_app_fastapi_telemetry_only_when_set(
     env = {key: value for key, value in os.environ.items() if key != "FASTAPI_TELEMETRY"}
     if setting is not None:
         env["FASTAPI_TELEMETRY"] = setting
-    result = subprocess.run(
-        [sys.executable, "-c", TELEMETRY_PROBE, str(model_dir), json.dumps(factories.valid())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env=env,
+    assert (
+        run_probe(TELEMETRY_PROBE, "SPANS", str(model_dir), json.dumps(factories.valid()), env=env) == spans
     )
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("SPANS ")]
-    assert json.loads(line.removeprefix("SPANS ")) == spans
 
 
 @pytest.mark.slow
