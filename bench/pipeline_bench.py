@@ -26,6 +26,7 @@ copied into docs/benchmarks.md by hand. Never part of pass/fail.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -178,17 +179,46 @@ def prepare_input(rows: int, data_dir: Path, csv: bool) -> Path:
     return target
 
 
+@functools.cache
+def _champion_data() -> Path:
+    """The committed v1's training data: ``data/`` when pulled (``dvc pull``), else regenerated.
+
+    A fresh clone has no ``data/`` (DVC keeps it). The simulator is seeded, so the parameters
+    ``model/meta.json`` records give the same rows; the regenerated folder must have the DVC md5
+    meta.json records, or the bench stops.
+    """
+    if (ROOT / "data" / "transactions.parquet").exists():  # pipeline.dataset.DATASET_FILE
+        return ROOT / "data"
+    from pipeline.config import ExtractParams
+    from pipeline.dataset import DATASET_FILE, dvc_dir_md5
+    from pipeline.extract import simulate, write_table
+
+    meta = json.loads((ROOT / "model" / "meta.json").read_text())
+    extract = dict(meta["params"]["extract"])
+    scenario = extract.pop("scenario")
+    folder = Path(tempfile.mkdtemp(prefix="bench-champion-data-")) / "data"
+    folder.mkdir()
+    write_table(simulate(ExtractParams(**extract), scenario), folder / DATASET_FILE)
+    if (md5 := dvc_dir_md5(folder)) != meta["data"]["md5"]:
+        raise SystemExit(
+            f"data/ is missing and regenerating it gave md5 {md5}, not the {meta['data']['md5']} "
+            "model/meta.json records: run `dvc pull` first"
+        )
+    print(f"data/ not pulled: regenerated the champion's data from meta.json ({md5})", file=sys.stderr)
+    return folder
+
+
 def _champion(root: Path, original: bool) -> None:
-    """A served champion: the committed v1 (and, for the original, its training set as JSON)."""
+    """A served champion: the committed v1 and its data (and, for the original, its training set as JSON)."""
     shutil.copytree(ROOT / "model", root / "model", ignore=shutil.ignore_patterns("*.lock"))
-    if (ROOT / "data").is_dir():
-        shutil.copytree(ROOT / "data", root / "data")
+    data = _champion_data()
+    shutil.copytree(data, root / "data")
     if original:
         import pandas as pd
 
         from bench.pipeline_original import make_baseline
 
-        frame = pd.read_parquet(ROOT / "data" / "transactions.parquet")
+        frame = pd.read_parquet(data / "transactions.parquet")
         make_baseline(frame.iloc[: round(len(frame) * 0.6)], root / "model")
 
 
