@@ -188,7 +188,8 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
 
 
 def test_batching_handler_writes_waiting_lines_together(batching: Any) -> None:
-    handler, stream = batching(0.05)
+    # An interval far longer than the three calls take: the background write cannot come between them.
+    handler, stream = batching(1.0)
     for message in ("one", "two", "three"):
         handler.handle(_record(message))
     assert stream.writes == []  # waiting for the interval, not written one by one
