@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from service.features import FEATURES
+
+if TYPE_CHECKING:
+    from pipeline.evaluate import Curves
 
 DISTRIBUTIONS_PNG = "distributions.png"
 CURVES_PNG = "curves.png"
@@ -111,17 +114,22 @@ def render_markdown(report: dict[str, Any]) -> str:
     plots = report.get("plots", [])
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    plot_errors = report.get("plot_errors", [])
+    if plot_errors:
+        lines += ["## Plots that could not be drawn", ""] + [f"- {e}" for e in plot_errors] + [""]
     return "\n".join(lines)
 
 
 def plot_distributions(reference: pd.DataFrame, current: pd.DataFrame, path: Path) -> None:
-    """One panel per feature: the reference sample against the current batch."""
-    import matplotlib
+    """One panel per feature: the reference sample against the current batch.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a ``Figure`` of its own, never through pyplot's global figure registry, so a run can
+    render it on a worker thread while it trains.
+    """
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, len(FEATURES), figsize=(4 * len(FEATURES), 3.2))
+    fig = Figure(figsize=(4 * len(FEATURES), 3.2))
+    axes = fig.subplots(1, len(FEATURES))
     for axis, feature in zip(axes, FEATURES, strict=True):
         ref = reference[feature.name].to_numpy(dtype=float)
         cur = current[feature.name].to_numpy(dtype=float)
@@ -143,33 +151,31 @@ def plot_distributions(reference: pd.DataFrame, current: pd.DataFrame, path: Pat
     axes[0].legend(loc="upper right")
     fig.subplots_adjust(left=0.03, right=0.99, bottom=0.17, top=0.9, wspace=0.22)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
-def plot_curves(y_true: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> None:
-    """ROC and precision-recall curves of each model on the same holdout."""
-    import matplotlib
+def plot_curves(curves: dict[str, Curves], base_rate: float, path: Path) -> None:
+    """ROC and precision-recall curves of each model on the same holdout.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
+    Args:
+        curves: each model's curves on the holdout (``pipeline.evaluate.ranking_curves``).
+        base_rate: the holdout's fraud rate, drawn as the precision of a random ranking.
+        path: the PNG to write.
+    """
+    from matplotlib.figure import Figure
 
-    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, values in scores.items():
-        # drop_intermediate keeps only the corners of each curve: the same lines, far fewer points.
-        fpr, tpr, _ = roc_curve(y_true, values, drop_intermediate=True)
-        precision, recall, _ = precision_recall_curve(y_true, values, drop_intermediate=True)
-        roc.plot(fpr, tpr, label=name)
-        pr.plot(recall, precision, label=name)
+    fig = Figure(figsize=(10, 4))
+    roc, pr = fig.subplots(1, 2)
+    for name, scored in curves.items():
+        roc.plot(scored.fpr, scored.tpr, label=name)
+        pr.plot(*scored.pr_corners(), label=name)
     roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
     roc.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
-    pr.axhline(float(np.mean(y_true)), linestyle=":", color="grey", label="base rate")
+    pr.axhline(base_rate, linestyle=":", color="grey", label="base rate")
     pr.set(title="Precision-recall", xlabel="recall", ylabel="precision")
     roc.legend(loc="lower right")
     pr.legend(loc="upper right")
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.92, wspace=0.22)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def write_report(report: dict[str, Any], directory: Path) -> None:

@@ -11,6 +11,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from pipeline import registry
 from pipeline.config import Settings
 from pipeline.dataset import DATASET_FILE, commit_dataset, discard_dataset, reconcile_dataset, stage_dataset
 from pipeline.drift import check_decay, decay_sample, detect_drift, reference_sample
-from pipeline.evaluate import Metrics, choose_threshold, evaluate, quality_gate
+from pipeline.evaluate import Metrics, choose_threshold, evaluate, quality_gate, ranking_curves
 from pipeline.extract import Source, extract
 from pipeline.outcomes import DECISION_EXIT, Decision, ExitCode, SourceError
 from pipeline.report import CURVES_PNG, DISTRIBUTIONS_PNG, plot_curves, plot_distributions, write_report
@@ -82,6 +83,79 @@ class _Steps:
                 record["status"] = "ok"
 
 
+class _Background:
+    """Work off the run's critical path, on one worker thread: the report's plots, the champion's
+    holdout scores and the staging of the data snapshot, none of which needs the candidate.
+
+    XGBoost releases the GIL while it trains and predicts, and with libgomp's passive wait policy
+    its two threads leave much of the second core idle, so what runs here meanwhile costs the run
+    little (docs/benchmarks.md, Pipeline scale). A plot that fails is logged and listed in the
+    report under ``plot_errors``: a picture never changes the decision, nor undoes a promotion.
+    Any other task's error is raised where its result is taken. A staged snapshot is put in place
+    only by ``commit_snapshot``; every other ending of the run discards it.
+    """
+
+    def __init__(self, report_dir: Path) -> None:
+        self._report_dir = report_dir
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-background")
+        self._plots: list[tuple[str, Future[None]]] = []
+        self._snapshot: tuple[Path, Future[str]] | None = None
+
+    def submit(self, task: Callable[..., Any], *args: Any) -> Future[Any]:
+        return self._executor.submit(task, *args)
+
+    def plot(self, name: str, draw: Callable[[Path], None]) -> None:
+        self._plots.append((name, self._executor.submit(draw, self._report_dir / name)))
+
+    def collect_plots(self, report: dict[str, Any]) -> None:
+        """Wait for the plots submitted so far; list the drawn ones and the errors in ``report``."""
+        for name, future in self._plots:
+            try:
+                future.result()
+            except Exception as exc:  # recorded, never swallowed: see the class docstring
+                log.error("the report plot %s could not be drawn: %r", name, exc)
+                report.setdefault("plot_errors", []).append(f"{name}: {exc!r}")
+            else:
+                report["plots"].append(name)
+        self._plots.clear()
+
+    def stage_snapshot(self, frame: pd.DataFrame, data_dir: Path) -> None:
+        """Start writing ``frame`` as the pending data snapshot (``pipeline.dataset.stage_dataset``)."""
+        self._snapshot = (data_dir, self._executor.submit(stage_dataset, frame, data_dir))
+
+    def staged_md5(self) -> str:
+        """The DVC md5 of the staged snapshot, once written; raises the OSError that stopped it."""
+        if self._snapshot is None:
+            raise RuntimeError("no data snapshot was staged")
+        return self._snapshot[1].result()
+
+    def commit_snapshot(self) -> None:
+        if self._snapshot is not None:
+            commit_dataset(self._snapshot[0])
+            self._snapshot = None
+
+    def discard_snapshot(self) -> None:
+        """Wait for a staged snapshot and remove it (a no-op when none is pending)."""
+        if self._snapshot is None:
+            return
+        data_dir, future = self._snapshot
+        self._snapshot = None
+        if not future.cancel():
+            exc = future.exception()
+            if exc is not None:
+                log.warning("staging the data snapshot had failed (%r); it is discarded anyway", exc)
+        discard_dataset(data_dir)
+
+    def __enter__(self) -> _Background:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # On an error, tasks not started yet are dropped and a running one is waited for; a
+        # snapshot that was not committed goes, so data/ is left as it was.
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.discard_snapshot()
+
+
 def _library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in ("xgboost-cpu", "numpy", "pandas", "scikit-learn", "scipy"):
@@ -107,8 +181,11 @@ def _load_champion(settings: Settings) -> tuple[ModelMeta, Any, pd.DataFrame] | 
     return meta, load_booster(payloads[BOOSTER]), reference
 
 
-def _record_promotion_failure(report: dict[str, Any], report_dir: Path, error: str) -> None:
+def _record_promotion_failure(
+    report: dict[str, Any], report_dir: Path, error: str, background: _Background
+) -> None:
     """Write the report of a failed promotion, if the disk still allows it; the error is raised anyway."""
+    background.collect_plots(report)
     report.update(decision="promotion_failed", exit_code=ExitCode.PROMOTION_FAILED, reasons=[error])
     try:
         write_report(report, report_dir)
@@ -156,8 +233,11 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
         "plots": [],
     }
     started = time.perf_counter()
+    background = _Background(report_dir)
 
     def finish(decision: Decision, reasons: list[str], version: str | None = None) -> RunResult:
+        background.discard_snapshot()  # a no-op once promoted: the snapshot is committed then
+        background.collect_plots(report)
         report.update(
             decision=decision.value,
             exit_code=DECISION_EXIT[decision],
@@ -171,11 +251,9 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
             run_id, decision, DECISION_EXIT[decision], tuple(reasons), version, report_dir, report
         )
 
-    def plot(name: str, draw: Callable[[Path], None]) -> None:
-        draw(report_dir / name)
-        report["plots"].append(name)
-
-    with registry.locked(settings.model_dir):
+    # The background work ends before the lock is released: a staged snapshot is never removed
+    # under another run's feet.
+    with registry.locked(settings.model_dir), background:
         registry.recover(settings.model_dir)
         served = registry.current(settings.model_dir)
         outcome = reconcile_dataset(settings.data_dir, served.data.md5 if served else None)
@@ -237,7 +315,7 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
                     reasons.append(f"input drift in {', '.join(drift.drifted_features)}")
                 if decay.decayed:
                     reasons.append(f"champion {meta.version} decayed: {decay.reason}")
-                plot(DISTRIBUTIONS_PNG, lambda path: plot_distributions(reference, frame, path))
+                background.plot(DISTRIBUTIONS_PNG, lambda path: plot_distributions(reference, frame, path))
             if options.force:
                 reasons.append("retraining forced (--force)")
             drift_result["retrain"] = bool(reasons)
@@ -253,6 +331,13 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
             except ValueError as exc:
                 record["status"] = "failed"
                 return finish(Decision.INVALID_DATA, [str(exc)])
+            # The champion scores the holdout while the candidate trains: it needs nothing of it.
+            champion_scores = (
+                None if champion is None else background.submit(predict, champion[1], split.test)
+            )
+            # Staged beside the current snapshot and renamed into place only after the model is
+            # promoted: a failed promotion leaves data/ as it was, reconcile_dataset() finishes a crash.
+            background.stage_snapshot(frame, settings.data_dir)
             model = train(split, settings.train)
             record["rows"] = len(split.train)
             record["result"] = {
@@ -264,18 +349,24 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
         with tracker.step("evaluate") as record:
             y_validation = split.validation[LABEL].to_numpy()
             validation_scores = predict(model.booster, split.validation)
-            threshold = choose_threshold(y_validation, validation_scores, settings.evaluate)
-            validation_metrics = evaluate(y_validation, validation_scores, threshold, settings.evaluate)
+            validation_curves = ranking_curves(y_validation, validation_scores)
+            threshold = choose_threshold(
+                y_validation, validation_scores, settings.evaluate, validation_curves
+            )
+            validation_metrics = evaluate(
+                y_validation, validation_scores, threshold, settings.evaluate, validation_curves
+            )
             y_test = split.test[LABEL].to_numpy()
-            scores = {"candidate": predict(model.booster, split.test)}
-            candidate = evaluate(y_test, scores["candidate"], threshold, settings.evaluate)
+            test_scores = predict(model.booster, split.test)
+            curves = {"candidate": ranking_curves(y_test, test_scores)}
+            candidate = evaluate(y_test, test_scores, threshold, settings.evaluate, curves["candidate"])
             champion_metrics: Metrics | None = None
-            if champion is not None:
-                meta, booster, _ = champion
-                scores[f"champion {meta.version}"] = predict(booster, split.test)
-                champion_metrics = evaluate(
-                    y_test, scores[f"champion {meta.version}"], meta.threshold, settings.evaluate
-                )
+            if champion is not None and champion_scores is not None:
+                meta = champion[0]
+                name = f"champion {meta.version}"
+                scores = champion_scores.result()
+                curves[name] = ranking_curves(y_test, scores)
+                champion_metrics = evaluate(y_test, scores, meta.threshold, settings.evaluate, curves[name])
             gate = quality_gate(candidate, champion_metrics, settings.evaluate)
             record["rows"] = len(split.test)
             record["result"] = {
@@ -284,7 +375,8 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
                 "champion": None if champion_metrics is None else champion_metrics.to_dict(),
                 "gate": gate.to_dict(),
             }
-            plot(CURVES_PNG, lambda path: plot_curves(y_test, scores, path))
+            base_rate = float(y_test.mean())
+            background.plot(CURVES_PNG, lambda path: plot_curves(curves, base_rate, path))
 
         if not gate.passed:
             candidate_dir = report_dir / "candidate"
@@ -293,14 +385,12 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
             return finish(Decision.REJECTED_QUALITY, list(gate.reasons))
 
         with tracker.step("promote") as record:
-            # The snapshot is staged first and renamed into place only after the model is promoted:
-            # a failed promotion leaves data/ as it was, and reconcile_dataset() finishes a crash.
             try:
-                data_md5 = stage_dataset(frame, settings.data_dir)
+                data_md5 = background.staged_md5()
             except OSError as exc:
-                discard_dataset(settings.data_dir)
+                background.discard_snapshot()
                 record["status"] = "failed"
-                _record_promotion_failure(report, report_dir, str(exc))
+                _record_promotion_failure(report, report_dir, str(exc), background)
                 raise registry.RegistryError(
                     f"could not write the data snapshot under {settings.data_dir}: {exc}; "
                     "nothing was promoted, the served model and data/ are unchanged"
@@ -348,15 +438,15 @@ def run_pipeline(settings: Settings, options: RunOptions, run_id: str | None = N
                     settings.model_dir, meta_fields, files, settings.registry.keep_versions
                 )
             except (registry.RegistryError, ModelDirError, OSError) as exc:
-                discard_dataset(settings.data_dir)
+                background.discard_snapshot()
                 record["status"] = "failed"
-                _record_promotion_failure(report, report_dir, str(exc))
+                _record_promotion_failure(report, report_dir, str(exc), background)
                 if isinstance(exc, OSError):
                     raise registry.RegistryError(
                         f"promotion failed: {exc}; the served model is unchanged"
                     ) from exc
                 raise
-            commit_dataset(settings.data_dir)
+            background.commit_snapshot()
             record["rows"] = len(frame)
             record["result"] = {"version": promoted.version, "data_md5": data_md5}
         return finish(

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from pipeline.config import EvaluateParams
-from pipeline.evaluate import Metrics, choose_threshold, evaluate, expected_calibration_error, quality_gate
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from pipeline.evaluate import (
+    Metrics,
+    choose_threshold,
+    evaluate,
+    expected_calibration_error,
+    quality_gate,
+    ranking_curves,
+)
 
 RNG = np.random.default_rng(0)
 Y = (RNG.random(5_000) < 0.05).astype(int)
@@ -46,6 +55,36 @@ def test_evaluate_known_example() -> None:
     assert metrics.roc_auc == pytest.approx(0.75)
     assert (metrics.precision, metrics.recall, metrics.alert_rate) == (0.5, 0.5, 0.5)
     assert metrics.brier == pytest.approx((0.01 + 0.36 + 0.36 + 0.01) / 4)
+
+
+def test_ranking_curves_give_exactly_sklearns_scores() -> None:
+    # Rounded scores make many ties, where a curve built differently would integrate differently.
+    for scores in (SCORES, np.round(SCORES, 2)):
+        scored = ranking_curves(Y, scores)
+        assert scored.roc_auc == roc_auc_score(Y, scores)
+        assert scored.pr_auc == average_precision_score(Y, scores)
+        metrics = evaluate(Y, scores, 0.5, EvaluateParams(), scored)
+        assert metrics == evaluate(Y, scores, 0.5, EvaluateParams())
+
+
+@pytest.mark.parametrize("rule", ["max_f1", "min_precision", "alert_rate"])
+def test_choose_threshold_with_precomputed_curves_equals_without(rule: str) -> None:
+    params = EvaluateParams(threshold_rule=rule, threshold_target=0.05 if rule == "alert_rate" else 0.9)
+    scored = ranking_curves(Y, SCORES)
+    assert choose_threshold(Y, SCORES, params, scored) == choose_threshold(Y, SCORES, params)
+
+
+def test_curves_pr_corners_keep_every_point_where_recall_moves() -> None:
+    scores = np.round(SCORES, 2)
+    recall, precision = ranking_curves(Y, scores).pr_corners()
+    full_precision, full_recall, _ = precision_recall_curve(Y, scores)
+    assert len(recall) < len(full_recall)
+    assert (recall[0], recall[-1], precision[-1]) == (full_recall[0], full_recall[-1], full_precision[-1])
+    # Each distinct recall keeps the precision at both ends of its run of points.
+    for value in np.unique(full_recall):
+        run = full_precision[full_recall == value]
+        kept = precision[recall == value]
+        assert run[0] in kept and run[-1] in kept
 
 
 def test_evaluate_one_class_is_an_error() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import EvaluateParams, ExtractParams, Settings
-from pipeline.dataset import DATASET_FILE, dvc_dir_md5
+from pipeline.dataset import DATASET_FILE, PENDING_FILE, dvc_dir_md5
 from pipeline.extract import Source, write_table
 from pipeline.outcomes import Decision, ExitCode
 from pipeline.run import RunOptions, RunResult, run_pipeline
@@ -106,8 +107,47 @@ def test_run_rejected_candidate_keeps_model_and_data(registry_copy: Path) -> Non
     assert "below the floor 0.9990" in result.reasons[0]
     assert (registry_copy / "model" / "meta.json").read_bytes() == before
     assert dvc_dir_md5(registry_copy / "data") == data_before
+    assert not (registry_copy / "data" / PENDING_FILE).exists(), "the snapshot staged in training stays"
     assert (result.report_dir / "candidate" / "booster.ubj").stat().st_size > 0
     assert "Quality gate: **failed**" in (result.report_dir / "report.md").read_text()
+
+
+def test_run_failed_plot_is_reported_and_the_candidate_still_promoted(
+    registry_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr("pipeline.run.plot_curves", broken)
+    result = run(settings_in(registry_copy), "no-curves", seed=2, force=True)
+    assert (result.decision, result.version) == (Decision.PROMOTED, "v2")
+    assert result.report["plots"] == ["distributions.png"]
+    assert result.report["plot_errors"] == ["curves.png: RuntimeError('no fonts')"]
+    assert not (result.report_dir / "curves.png").exists()
+    assert "curves.png: RuntimeError('no fonts')" in (result.report_dir / "report.md").read_text()
+    assert dvc_dir_md5(registry_copy / "data") == read_meta(registry_copy / "model").data.md5
+
+
+def test_run_that_crashes_in_training_leaves_model_and_data_as_they_were(
+    registry_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = (registry_copy / "model" / "meta.json").read_bytes()
+    data_before = (registry_copy / "data" / DATASET_FILE).read_bytes()
+
+    def crash(*args: object) -> None:
+        # Once the snapshot that is staged while the candidate trains has been written.
+        deadline = time.monotonic() + 60
+        while not (registry_copy / "data" / PENDING_FILE).exists():
+            assert time.monotonic() < deadline, "the data snapshot was never staged"
+            time.sleep(0.01)
+        raise MemoryError("out of memory in training")
+
+    monkeypatch.setattr("pipeline.run.train", crash)
+    with pytest.raises(MemoryError):
+        run(settings_in(registry_copy), "crash", seed=2, force=True)
+    assert (registry_copy / "model" / "meta.json").read_bytes() == before
+    assert (registry_copy / "data" / DATASET_FILE).read_bytes() == data_before
+    assert not (registry_copy / "data" / PENDING_FILE).exists()
 
 
 def test_run_invalid_data_stops_before_training(registry_copy: Path) -> None:
