@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from pipeline.config import EvaluateParams
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from pipeline.config import EvaluateParams
 from pipeline.evaluate import (
     Metrics,
     choose_threshold,
