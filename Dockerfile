@@ -29,8 +29,8 @@ COPY . .
 RUN /app/.venv/bin/python -m pipeline bootstrap
 
 # AWS Lambda: `docker build --target lambda .`; the handler is service.lambda_handler.handler.
-# numpy's and scipy's own test suites (78 MB) are dropped: the package stays far below Lambda's
-# 250 MB unzipped limit, so the same folder also deploys as a zip (docs/deploy.md).
+# numpy's own test suites (17 MB) are dropped: the package stays far below Lambda's 250 MB
+# unzipped limit, so the same folder also deploys as a zip (docs/deploy.md).
 FROM public.ecr.aws/lambda/python:3.11 AS lambda
 ENV UV_COMPILE_BYTECODE=1 \
     UV_NO_INSTALLER_METADATA=1 \
@@ -43,22 +43,21 @@ RUN --mount=from=uv,source=/uv,target=/bin/uv \
     uv export --locked --no-emit-project --no-dev --extra serve --output-file /tmp/requirements.txt && \
     uv pip install --no-deps --requirements /tmp/requirements.txt --target "${LAMBDA_TASK_ROOT}" && \
     rm /tmp/requirements.txt && \
-    find "${LAMBDA_TASK_ROOT}/numpy" "${LAMBDA_TASK_ROOT}/scipy" -depth -type d -name tests -exec rm -rf {} +
+    find "${LAMBDA_TASK_ROOT}/numpy" -depth -type d -name tests -exec rm -rf {} +
 COPY service ${LAMBDA_TASK_ROOT}/service
 COPY --from=model /app/model ${LAMBDA_TASK_ROOT}/model
 ENV MODEL_DIR=${LAMBDA_TASK_ROOT}/model
 CMD ["service.lambda_handler.handler"]
 
 # Render (the default target): the serve extra only, installed from uv.lock before the code is
-# copied, so a code change reuses the dependency layer. No pandas, scikit-learn or DVC. numpy's and
-# scipy's own test suites go, as in the lambda stage: the serving install stays under 250 MB.
+# copied, so a code change reuses the dependency layer. No XGBoost, SciPy, pandas, scikit-learn or
+# DVC. numpy's own test suites go, as in the lambda stage.
 FROM base AS runtime
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
     uv sync --locked --no-install-project --no-dev --extra serve && \
-    find "${UV_PROJECT_ENVIRONMENT}"/lib/python3*/site-packages/numpy \
-        "${UV_PROJECT_ENVIRONMENT}"/lib/python3*/site-packages/scipy -depth -type d -name tests -exec rm -rf {} +
+    find "${UV_PROJECT_ENVIRONMENT}"/lib/python3*/site-packages/numpy -depth -type d -name tests -exec rm -rf {} +
 RUN groupadd --system --gid 10001 app && \
     useradd --system --no-log-init --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 COPY service ./service

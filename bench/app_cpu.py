@@ -137,7 +137,6 @@ def _point_logs_at(sink: TextIO) -> None:
 
 def _service_app(model_dir: Path) -> ASGIApp:
     os.environ["MODEL_DIR"] = str(model_dir)
-    os.environ["EXPLAIN_WARMUP"] = "false"  # no background import of XGBoost while measuring
     os.environ["LOG_LEVEL"] = "INFO"
     os.environ.pop("ADMIN_TOKEN", None)
     from service.main import create_app

@@ -8,7 +8,7 @@ Dockerfile's stages do) plus the project itself without dependencies, and report
   the sum of file sizes, with and without the ``__pycache__`` bytecode that the Docker image compiles
   (``UV_COMPILE_BYTECODE=1``);
 - the biggest distributions;
-- what could be pruned: the packages' own test suites, bytecode, SciPy.
+- what could be pruned: the packages' own test suites and bytecode.
 
 Usage: ``uv run --locked --all-extras python -m bench.install_size [--top 15] [--keep]``.
 Never part of pass/fail. Needs PyPI or a warm uv cache.

@@ -12,8 +12,8 @@ Side by side in one run, each app on one uvicorn worker, load from Debian's ``wr
   model per request, as the original did). Rounds are interleaved and the order rotates each round;
   ratios are taken within a round, then their median over the rounds is reported;
 - ``POST /predict/batch`` with 1, 100, 1,000 and 10,000 rows: rows per second end to end;
-- reason codes: ``/predict?explain=true`` against plain ``/predict`` on the same transaction, and a
-  transaction the model flags, on one connection, after XGBoost's import has been warmed up;
+- reason codes (numpy TreeSHAP, service/explain.py): ``/predict?explain=true`` against plain
+  ``/predict`` on the same transaction, and a transaction the model flags, on one connection;
 - cold start, process start to the first ``/predict`` answered: under uvicorn, and through the Lambda
   handler invoked in a fresh Python process with an API Gateway HTTP API (v2) event; service, floor
   and naive baseline, starts interleaved and paired;
@@ -405,7 +405,7 @@ def write_bodies(work: Path) -> dict[str, Path]:
 
 
 def check_answers(port: int, bodies: dict[str, Path]) -> None:
-    """The service answers as the bench assumes; the first ?explain=true waits for XGBoost's import."""
+    """The service answers as the bench assumes: reasons only when asked for or flagged, batches whole."""
     url = f"http://127.0.0.1:{port}"
     headers = {"content-type": "application/json"}
     with httpx.Client(timeout=120) as client:
@@ -544,10 +544,6 @@ def measure_cold_starts(
             if name == "naive" and where == "serve venv":
                 continue  # needs scikit-learn and joblib, which the serve extra leaves out
             variants[f"uvicorn | {where} | {name}"] = uvicorn_start(target, {}, python)
-            if name == "service" and where == "dev env":
-                variants[f"uvicorn | {where} | service, EXPLAIN_WARMUP=false"] = uvicorn_start(
-                    target, {"EXPLAIN_WARMUP": "false"}, python
-                )
         for name, target in LAMBDA_TARGETS.items():
             if name == "naive" and where == "serve venv":
                 continue
@@ -644,7 +640,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         "",
         f"Target ≥ 100,000 rows/s at 10,000 rows: {top:,.0f} ({_status(top >= 100_000)}).",
         "",
-        "Reason codes, one connection, after XGBoost's import:",
+        "Reason codes, one connection:",
         "",
         "| request | req/s | p50 ms | p99 ms | server CPU us/req |",
         "| --- | ---: | ---: | ---: | ---: |",

@@ -103,14 +103,6 @@ class Settings(BaseSettings):
         validation_alias="REASONS_TOP_K",
         description="Most reason codes returned per prediction.",
     )
-    explain_warmup: bool = Field(
-        True,
-        validation_alias="EXPLAIN_WARMUP",
-        description=(
-            "Import XGBoost and build the explainer in a background thread after a model loads, "
-            "so the first flagged request does not pay the import."
-        ),
-    )
     fastapi_telemetry: bool = Field(
         False,
         validation_alias="FASTAPI_TELEMETRY",

@@ -23,7 +23,8 @@ DESCRIPTION = """
 Scores card transactions for fraud with the model the pipeline promoted into `model/`.
 
 `POST /predict` and `GET /health` keep the original API's shapes; everything else is additive.
-Flagged predictions carry reason codes: XGBoost's exact TreeSHAP contributions, in log-odds.
+Flagged predictions carry reason codes: exact TreeSHAP contributions in log-odds, the values of
+XGBoost's `pred_contribs`.
 """
 
 # FastAPI's native OpenTelemetry instrumentation, off unless FASTAPI_TELEMETRY is set. Left on, it

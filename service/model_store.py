@@ -81,12 +81,3 @@ class ModelStore:
     def _install(self, scorer: Scorer) -> None:
         self._scorer = scorer
         self._metrics.set_model(scorer.version, scorer.meta.trained_at, scorer.threshold)
-        if self._settings.explain_warmup:
-            threading.Thread(target=self._warm, args=(scorer,), name="explainer-warmup", daemon=True).start()
-
-    @staticmethod
-    def _warm(scorer: Scorer) -> None:
-        try:
-            scorer.warm_explainer()
-        except Exception:  # a failed warm-up only means the first explanation pays the load
-            logger.exception("explainer warm-up failed", extra={"model_version": scorer.version})

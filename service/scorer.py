@@ -1,8 +1,8 @@
 """The model behind the API: loads and verifies a promoted model directory, scores and explains.
 
-Scoring never imports XGBoost: the booster's trees are read with a small UBJSON decoder and
-evaluated with numpy (``service.trees``), which reaches exactly XGBoost's leaves. Explaining uses
-XGBoost's own exact TreeSHAP (``pred_contribs``), imported on first use or by a warm-up thread.
+Nothing here imports XGBoost: the booster's trees are read with a small UBJSON decoder, evaluated
+with numpy (``service.trees``), which reaches exactly XGBoost's leaves, and explained with an exact
+TreeSHAP in numpy (``service.explain``), which gives XGBoost's ``pred_contribs`` values.
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ import json
 import logging
 import math
 import struct
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from service import ubjson
 from service.artifacts import BOOSTER, META_FILE, ModelDirError, ModelMeta, parse_meta, read_meta, verify
+from service.explain import ExplainStrategy, TreeExplainer
 from service.features import FEATURE_NAMES
-from service.trees import BoosterFormatError, Strategy, TreeEnsemble, from_booster_document
-
-if TYPE_CHECKING:
-    import xgboost
+from service.trees import BoosterFormatError, Strategy, TreeEnsemble, read_booster_document
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +55,6 @@ class Scores:
     probabilities: npt.NDArray[np.float64]
     flagged: npt.NDArray[np.bool_]
     reasons: list[tuple[Reason, ...] | None]
-    reasons_deferred: bool = False
-    """True when reasons were due but left out because the explainer was not loaded yet."""
 
 
 class Scorer:
@@ -70,7 +65,7 @@ class Scorer:
         meta: ModelMeta,
         version: str,
         ensemble: TreeEnsemble,
-        booster_bytes: bytes,
+        explainer: TreeExplainer,
         reasons_top_k: int = 3,
     ) -> None:
         self.meta = meta
@@ -78,9 +73,7 @@ class Scorer:
         self.threshold = float(meta.threshold)
         self.reasons_top_k = reasons_top_k
         self._ensemble = ensemble
-        self._booster_bytes = booster_bytes
-        self._explainer: xgboost.Booster | None = None
-        self._explainer_lock = threading.Lock()
+        self._explainer = explainer
 
     @classmethod
     def load(
@@ -90,8 +83,9 @@ class Scorer:
         fallback_version: str = "v1.0",
         reasons_top_k: int = 3,
         strategy: Strategy | None = None,
+        explain_strategy: ExplainStrategy | None = None,
     ) -> Scorer:
-        """Read ``meta.json``, verify every artifact against it and build the evaluator.
+        """Read ``meta.json``, verify every artifact against it and build the evaluator and explainer.
 
         Raises ModelDirError with a readable reason when anything is missing, corrupt or mismatched.
         """
@@ -102,7 +96,11 @@ class Scorer:
             raise ModelDirError(f"meta.json of {version} lists no {BOOSTER!r} artifact")
         try:
             document = _decode_booster(booster_bytes)
-            ensemble = from_booster_document(document, FEATURE_NAMES, strategy)
+            booster = read_booster_document(document, FEATURE_NAMES)
+            ensemble = TreeEnsemble(booster.trees, booster.base_margin, booster.num_features, strategy)
+            explainer = TreeExplainer(
+                booster.trees, booster.base_margin, booster.num_features, explain_strategy
+            )
         except (ubjson.UBJSONError, BoosterFormatError, ValueError) as exc:
             raise ModelDirError(f"booster artifact of {version} cannot be served: {exc}") from exc
         attributes = document.get("learner", {}).get("attributes", {})
@@ -114,13 +112,18 @@ class Scorer:
                 attributes["best_iteration"],
                 ensemble.num_trees,
             )
-        scorer = cls(meta, version, ensemble, booster_bytes, reasons_top_k)
+        scorer = cls(meta, version, ensemble, explainer, reasons_top_k)
         probe = scorer._probabilities(np.zeros((1, len(FEATURE_NAMES)), dtype=np.float32) + 1)
         if not np.all(np.isfinite(probe)):
             raise ModelDirError(f"booster of {version} gives a non-finite score")
         logger.info(
             "model loaded",
-            extra={"model_version": version, "trees": ensemble.num_trees, "evaluator": ensemble.strategy},
+            extra={
+                "model_version": version,
+                "trees": ensemble.num_trees,
+                "evaluator": ensemble.strategy,
+                "explainer": explainer.strategy,
+            },
         )
         return scorer
 
@@ -135,15 +138,10 @@ class Scorer:
 
     # -- public ------------------------------------------------------------------------------------
 
-    def score(self, rows: Rows, *, explain: bool = False, defer_unready_reasons: bool = False) -> Scores:
-        """Score rows (features in contract order); flagged rows, or all with ``explain``, get reasons.
-
-        With ``defer_unready_reasons``, a single row whose reasons would first need XGBoost loaded
-        comes back without them and with ``reasons_deferred`` set, so an event loop can hand the
-        explanation to a thread instead of waiting for the import.
-        """
+    def score(self, rows: Rows, *, explain: bool = False) -> Scores:
+        """Score rows (features in contract order); flagged rows, or all with ``explain``, get reasons."""
         if len(rows) == 1:
-            return self._score_one(rows[0], explain, defer_unready_reasons)
+            return self._score_one(rows[0], explain)
         x = self._matrix(rows)
         probabilities = self._probabilities(x)
         flagged = probabilities >= self.threshold
@@ -154,22 +152,13 @@ class Scorer:
                 reasons[index] = row_reasons
         return Scores(probabilities=probabilities, flagged=flagged, reasons=reasons)
 
-    def explain(self, rows: Rows) -> npt.NDArray[np.float32]:
-        """XGBoost's exact per-feature contributions (TreeSHAP, in log-odds); last column is the bias."""
-        return self._contributions(self._matrix(rows))
-
-    @property
-    def explainer_ready(self) -> bool:
-        """Whether explaining will not have to import XGBoost or load the booster first."""
-        return self._explainer is not None
-
-    def warm_explainer(self) -> None:
-        """Import XGBoost and load the booster now, so the first explanation is fast."""
-        self._booster()
+    def explain(self, rows: Rows) -> npt.NDArray[np.float64]:
+        """Exact TreeSHAP contributions in log-odds (XGBoost's ``pred_contribs``); last column is the bias."""
+        return self._explainer.contributions(self._matrix(rows))
 
     # -- private -----------------------------------------------------------------------------------
 
-    def _score_one(self, row: Row, explain: bool, defer_unready_reasons: bool) -> Scores:
+    def _score_one(self, row: Row, explain: bool) -> Scores:
         # The hot path of POST /predict: no numpy array for the input, one small one for the output.
         if len(row) != len(FEATURE_NAMES):
             raise ValueError(f"expected rows of {len(FEATURE_NAMES)} features, got {len(row)}")
@@ -183,10 +172,6 @@ class Scorer:
         flagged = probabilities >= self.threshold
         reasons: list[tuple[Reason, ...] | None] = [None]
         if explain or flagged[0]:
-            if defer_unready_reasons and not self.explainer_ready:
-                return Scores(
-                    probabilities=probabilities, flagged=flagged, reasons=reasons, reasons_deferred=True
-                )
             reasons[0] = self._reasons(np.asarray([values], dtype=np.float32))[0]
         return Scores(probabilities=probabilities, flagged=flagged, reasons=reasons)
 
@@ -201,31 +186,8 @@ class Scorer:
     def _probabilities(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         return self._ensemble.probability(x)
 
-    def _booster(self) -> xgboost.Booster:
-        with self._explainer_lock:
-            if self._explainer is None:
-                # Imported here, not at module level: xgboost brings SciPy (and, where installed,
-                # scikit-learn and pandas), seconds that scoring alone never needs.
-                import xgboost
-
-                booster = xgboost.Booster()
-                booster.load_model(bytearray(self._booster_bytes))
-                self._explainer = booster
-                logger.info("explainer ready", extra={"model_version": self.version})
-            return self._explainer
-
-    def _contributions(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        import xgboost
-
-        booster = self._booster()
-        # One thread: building the DMatrix of a few rows with XGBoost's default thread pool took
-        # 28-32 ms instead of 0.3 ms on a loaded 2-core machine (docs/benchmarks.md, reason codes).
-        matrix = xgboost.DMatrix(x, feature_names=booster.feature_names, nthread=1)
-        contributions: npt.NDArray[np.float32] = booster.predict(matrix, pred_contribs=True)
-        return contributions
-
     def _reasons(self, x: npt.NDArray[np.float32]) -> list[tuple[Reason, ...]]:
-        contributions = self._contributions(x)[:, : len(FEATURE_NAMES)]
+        contributions = self._explainer.contributions(x)[:, : len(FEATURE_NAMES)]
         order = np.argsort(-contributions, axis=1, kind="stable")[:, : self.reasons_top_k]
         result: list[tuple[Reason, ...]] = []
         for row, picks in enumerate(order.tolist()):

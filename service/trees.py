@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -38,8 +39,12 @@ class BoosterFormatError(ValueError):
     """The booster is not a model this evaluator reproduces exactly."""
 
 
-class _Tree:
-    """One regression tree in XGBoost's array layout, checked for shape and reachability."""
+class Tree:
+    """One regression tree in XGBoost's array layout, checked for shape and reachability.
+
+    ``cover`` is each node's ``sum_hessian``: the explainer weighs a split's branches by it
+    (``service.explain``), as XGBoost's TreeSHAP does.
+    """
 
     def __init__(self, index: int, raw: Mapping[str, Any], num_features: int) -> None:
         try:
@@ -47,12 +52,13 @@ class _Tree:
             right = np.asarray(raw["right_children"], dtype=np.int64)
             feature = np.asarray(raw["split_indices"], dtype=np.int64)
             condition = np.asarray(raw["split_conditions"], dtype=np.float32)
+            cover = np.asarray(raw["sum_hessian"], dtype=np.float64)
             split_type = raw.get("split_type")
             leaf_size = int(raw.get("tree_param", {}).get("size_leaf_vector", "1"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BoosterFormatError(f"tree {index} is malformed: {exc}") from exc
         n = len(left)
-        if n == 0 or not all(len(a) == n for a in (right, feature, condition)):
+        if n == 0 or not all(len(a) == n for a in (right, feature, condition, cover)):
             raise BoosterFormatError(f"tree {index} has arrays of different lengths")
         if leaf_size > 1:
             raise BoosterFormatError(f"tree {index} has vector leaves (multi-target models are not served)")
@@ -61,6 +67,7 @@ class _Tree:
                 f"tree {index} has categorical splits, which this service does not evaluate"
             )
         self.left, self.right, self.feature, self.condition = left, right, feature, condition
+        self.cover = cover
         self.is_leaf = left == -1
         self._walk(index, num_features)
 
@@ -112,7 +119,7 @@ class TreeEnsemble:
     """A binary:logistic gbtree model as flat arrays: ``probability(x)`` matches XGBoost's predict."""
 
     def __init__(
-        self, trees: Sequence[_Tree], base_margin: float, num_features: int, strategy: Strategy | None = None
+        self, trees: Sequence[Tree], base_margin: float, num_features: int, strategy: Strategy | None = None
     ) -> None:
         if not trees:
             raise BoosterFormatError("the booster has no trees")
@@ -144,7 +151,7 @@ class TreeEnsemble:
 
     # -- bitvector -------------------------------------------------------------------------------------
 
-    def _build_bitvector(self, trees: Sequence[_Tree], max_leaves: int, mask_dtype: np.dtype[Any]) -> None:
+    def _build_bitvector(self, trees: Sequence[Tree], max_leaves: int, mask_dtype: np.dtype[Any]) -> None:
         bits = mask_dtype.itemsize * 8
         full = (1 << bits) - 1
         leaf_values = np.zeros((self.num_trees, max_leaves), dtype=np.int64)
@@ -238,7 +245,7 @@ class TreeEnsemble:
 
     # -- traversal -------------------------------------------------------------------------------------
 
-    def _build_traversal(self, trees: Sequence[_Tree]) -> None:
+    def _build_traversal(self, trees: Sequence[Tree]) -> None:
         sizes = [len(t.left) for t in trees]
         bases = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         feature, threshold, left, right, value = [], [], [], [], []
@@ -338,6 +345,16 @@ def parse_base_score(text: str) -> float:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class BoosterTrees:
+    """The checked trees of a booster document and its intercept, read once for scoring and explaining."""
+
+    trees: tuple[Tree, ...]
+    base_margin: float
+    """The intercept in log-odds (``base_score`` through the logit)."""
+    num_features: int
+
+
 def from_booster_document(
     doc: Mapping[str, Any], feature_names: Sequence[str], strategy: Strategy | None = None
 ) -> TreeEnsemble:
@@ -350,6 +367,20 @@ def from_booster_document(
 
     Returns:
         The ensemble, ready to score.
+    """
+    booster = read_booster_document(doc, feature_names)
+    return TreeEnsemble(booster.trees, booster.base_margin, booster.num_features, strategy)
+
+
+def read_booster_document(doc: Mapping[str, Any], feature_names: Sequence[str]) -> BoosterTrees:
+    """Read and check the trees of XGBoost's saved-model document (the UBJ or JSON tree).
+
+    Args:
+        doc: the decoded ``Booster.save_model`` document.
+        feature_names: the features the service sends, in order.
+
+    Returns:
+        The trees, each checked for shape and reachability, and the intercept.
     """
     try:
         learner = doc["learner"]
@@ -382,6 +413,6 @@ def from_booster_document(
         raise BoosterFormatError(f"the booster has no tree list: {exc!r}") from exc
     if num_parallel < 1:
         raise BoosterFormatError("num_parallel_tree must be at least 1")
-    trees = [_Tree(i, raw, num_features) for i, raw in enumerate(raw_trees)]
+    trees = tuple(Tree(i, raw, num_features) for i, raw in enumerate(raw_trees))
     base_margin = math.log(base_score / (1.0 - base_score))
-    return TreeEnsemble(trees, base_margin, num_features, strategy)
+    return BoosterTrees(trees, base_margin, num_features)

@@ -1,7 +1,7 @@
 """A small reader for UBJSON, the binary JSON XGBoost saves its models in (``.ubj``).
 
 Reading the booster with this instead of ``xgboost`` keeps XGBoost (and the SciPy, pandas and
-scikit-learn it imports) off the service's cold-start path. Only decoding is needed, and only of
+scikit-learn it imports) out of the service. Only decoding is needed, and only of
 what XGBoost writes: big-endian numbers, length-prefixed strings, and containers that may be
 typed (``$``) and counted (``#``). Typed numeric arrays come back as read-only
 big-endian numpy arrays.

@@ -73,7 +73,6 @@ def settings(model_dir: Path, **overrides: Any) -> Settings:
         "environment": "prod",
         "model_dir": model_dir,
         "admin_token": ADMIN_TOKEN,
-        "explain_warmup": False,
     }
     values.update(overrides)
     return Settings(**values)
@@ -134,7 +133,6 @@ def live_service(model_dir: Path, log_path: Path, **env: str | None) -> Iterator
         "PORT": str(port),
         "MODEL_DIR": str(model_dir),
         "ADMIN_TOKEN": ADMIN_TOKEN,
-        "EXPLAIN_WARMUP": "false",
         "LOG_LEVEL": "INFO",
     }
     for name, value in env.items():

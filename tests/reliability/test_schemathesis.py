@@ -100,9 +100,7 @@ def _assert_no_server_errors_logged(service: LiveService) -> None:
 def test_schemathesis_all_operations_with_admin_token(tmp_path: Path) -> None:
     model_dir = model_dir_with(tmp_path, "v1")
     # A high reload limit: here every generated /reload-model call is meant to reach the handler.
-    with live_service(
-        model_dir, tmp_path / "service.log", RELOAD_RATE_LIMIT="1000000", EXPLAIN_WARMUP="true"
-    ) as service:
+    with live_service(model_dir, tmp_path / "service.log", RELOAD_RATE_LIMIT="1000000") as service:
         report, cases = _run(
             service, tmp_path / "with-token", "--header", f"Authorization: Bearer {ADMIN_TOKEN}"
         )

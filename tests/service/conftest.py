@@ -18,6 +18,7 @@ import pytest
 import xgboost as xgb
 from fastapi.testclient import TestClient
 
+from service import ubjson
 from service.artifacts import BOOSTER, META_FILE, REFERENCE, VERSIONS_DIR, Artifact, DatasetInfo, ModelMeta
 from service.config import Settings
 from service.features import FEATURE_NAMES, FEATURES, LABEL
@@ -91,6 +92,29 @@ def train_booster(seed: int, rounds: int, depth: int, base_score: float | None =
     return xgb.train(params, dtrain, num_boost_round=rounds)
 
 
+def booster_document(booster: xgb.Booster) -> dict[str, Any]:
+    """The booster's saved-model document, as the service decodes it from the UBJ file."""
+    document: dict[str, Any] = ubjson.loads(bytes(booster.save_raw("ubj")))
+    return document
+
+
+def threshold_rows(document: dict[str, Any], rows: int, seed: int) -> np.ndarray:
+    """Rows whose values sit exactly on, or one float32 step either side of, the booster's splits."""
+    values: list[list[float]] = [[] for _ in FEATURE_NAMES]
+    for tree in document["learner"]["gradient_booster"]["model"]["trees"]:
+        for feature, condition, left in zip(
+            tree["split_indices"], tree["split_conditions"], tree["left_children"], strict=True
+        ):
+            if left != -1:
+                c = np.float32(condition)
+                values[int(feature)].extend(
+                    [c, np.nextafter(c, np.float32(-np.inf)), np.nextafter(c, np.float32(np.inf))]
+                )
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([rng.choice(np.asarray(v or [1.0], dtype=np.float32), rows) for v in values])
+    return np.abs(x).astype(np.float32)
+
+
 def _artifact(model_dir: Path, path: Path) -> Artifact:
     payload = path.read_bytes()
     return Artifact(
@@ -158,6 +182,14 @@ def rewrite_meta(model_dir: Path, change: Callable[[dict[str, Any]], None]) -> N
     path.write_text(json.dumps(raw), encoding="utf-8")
 
 
+def replace_booster(model_dir: Path, version: str, payload: bytes, name: str = "booster.json") -> None:
+    """Serve ``payload`` as the promoted version's booster: written beside it, recorded in meta.json."""
+    path = model_dir / VERSIONS_DIR / version / name
+    path.write_bytes(payload)
+    artifact = _artifact(model_dir, path)
+    rewrite_meta(model_dir, lambda raw: raw["artifacts"].update({BOOSTER: artifact.model_dump()}))
+
+
 @pytest.fixture(scope="session")
 def booster_v1() -> xgb.Booster:
     return train_booster(seed=11, rounds=30, depth=3)
@@ -183,7 +215,6 @@ def make_settings() -> Callable[..., Settings]:
             "environment": "prod",
             "model_dir": model_dir,
             "admin_token": ADMIN_TOKEN,
-            "explain_warmup": False,
         }
         values.update(overrides)
         return Settings(**values)
@@ -229,9 +260,12 @@ class Factories:
     synthetic_transactions = staticmethod(synthetic_transactions)
     random_valid_rows = staticmethod(random_valid_rows)
     train_booster = staticmethod(train_booster)
+    booster_document = staticmethod(booster_document)
+    threshold_rows = staticmethod(threshold_rows)
     write_version = staticmethod(write_version)
     promote_version = staticmethod(promote_version)
     rewrite_meta = staticmethod(rewrite_meta)
+    replace_booster = staticmethod(replace_booster)
     auth = staticmethod(auth)
 
     @staticmethod

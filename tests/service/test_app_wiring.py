@@ -81,9 +81,16 @@ import json, sys
 from service.config import Settings
 from service.main import create_app
 from fastapi.testclient import TestClient
-app = create_app(Settings(model_dir=sys.argv[1], explain_warmup=False))
+app = create_app(Settings(model_dir=sys.argv[1]))
 with TestClient(app) as client:
-    assert client.post("/predict", json=json.loads(sys.argv[2])).status_code == 200
+    plain = client.post("/predict", json=json.loads(sys.argv[2]))
+    assert plain.status_code == 200 and plain.json()["reasons"] is None, plain.text
+    flagged = client.post("/predict", json=json.loads(sys.argv[3]))
+    assert flagged.status_code == 200, flagged.text
+    assert flagged.json()["is_fraud"] and flagged.json()["reasons"], flagged.text
+    batch = client.post("/predict/batch?explain=true", json={"transactions": [json.loads(sys.argv[2])] * 3})
+    assert batch.status_code == 200, batch.text
+    assert all(p["reasons"] is not None for p in batch.json()["predictions"]), batch.text
 heavy = ("pandas", "sklearn", "scipy", "xgboost", "pyarrow", "matplotlib")
 heavy = sorted(m for m in heavy if m in sys.modules)
 print("HEAVY " + json.dumps(heavy))
@@ -100,8 +107,10 @@ def run_probe(probe: str, mark: str, *args: str, env: dict[str, str] | None = No
     return json.loads(line.removeprefix(mark + " "))
 
 
-def test_app_import_and_scoring_path_is_light(model_dir: Path, factories: Any) -> None:
-    assert run_probe(IMPORT_PROBE, "HEAVY", str(model_dir), json.dumps(factories.valid())) == []
+def test_app_import_scoring_and_reasons_are_light(model_dir: Path, factories: Any) -> None:
+    # Reason codes included: a flagged /predict and ?explain=true import nothing heavy either.
+    transactions = json.dumps(factories.valid()), json.dumps(factories.fraud())
+    assert run_probe(IMPORT_PROBE, "HEAVY", str(model_dir), *transactions) == []
 
 
 def test_app_lambda_handler_import_is_light() -> None:
@@ -134,7 +143,7 @@ class Provider(trace.TracerProvider):
 trace.set_tracer_provider(Provider())  # as an OpenTelemetry SDK set up by the operator would
 from service.config import Settings
 from service.main import create_app
-app = create_app(Settings(model_dir=sys.argv[1], explain_warmup=False))
+app = create_app(Settings(model_dir=sys.argv[1]))
 with TestClient(app) as client:
     assert client.post("/predict", json=json.loads(sys.argv[2])).status_code == 200
 print("SPANS " + json.dumps(spans))
@@ -154,7 +163,10 @@ def test_app_fastapi_telemetry_only_when_set(
 
 
 @pytest.mark.slow
-def test_app_python_dash_m_service_serves_on_port(model_dir: Path, factories: Any) -> None:
+@pytest.mark.parametrize("stale_warmup", [None, "true"])
+def test_app_python_dash_m_service_serves_on_port(
+    model_dir: Path, factories: Any, stale_warmup: str | None
+) -> None:
     import socket
     import time
 
@@ -163,8 +175,12 @@ def test_app_python_dash_m_service_serves_on_port(model_dir: Path, factories: An
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PORT": str(port), "MODEL_DIR": str(model_dir), "EXPLAIN_WARMUP": "false"}
+    env = {**os.environ, "PORT": str(port), "MODEL_DIR": str(model_dir)}
     env.pop("ADMIN_TOKEN", None)
+    env.pop("EXPLAIN_WARMUP", None)
+    if stale_warmup is not None:
+        # A variable of earlier releases, still set by an operator: ignored, never a failed start.
+        env["EXPLAIN_WARMUP"] = stale_warmup
     process = subprocess.Popen(
         [sys.executable, "-m", "service"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -180,6 +196,8 @@ def test_app_python_dash_m_service_serves_on_port(model_dir: Path, factories: An
                 time.sleep(0.1)
         assert response.status_code == 200
         assert response.json()["model_version"] == "v1"
+        flagged = httpx.post(f"http://127.0.0.1:{port}/predict", json=factories.fraud(), timeout=5)
+        assert flagged.status_code == 200 and flagged.json()["reasons"]
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)

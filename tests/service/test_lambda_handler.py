@@ -217,7 +217,6 @@ def test_lambda_invocation_writes_its_log_lines_before_returning(model_dir: Path
     env = {
         **os.environ,
         "MODEL_DIR": str(model_dir),
-        "EXPLAIN_WARMUP": "false",
         "LOG_FLUSH_INTERVAL": "10",  # the background flush would come far too late
         "LOG_LEVEL": "INFO",
     }

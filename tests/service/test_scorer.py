@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from service.artifacts import ModelDirError
+from service.artifacts import BOOSTER, ModelDirError
 from service.features import FEATURE_NAMES
 from service.scorer import Scorer
 
@@ -68,20 +68,8 @@ def test_scorer_meta_without_booster_raises(model_dir: Path, factories: Any) -> 
 def test_scorer_json_booster_is_accepted(tmp_path: Path, booster_v1: xgb.Booster, factories: Any) -> None:
     directory = tmp_path / "model"
     factories.write_version(directory, "v1", booster_v1)
-    folder = directory / "versions" / "v1"
-    booster_v1.save_model(str(folder / "booster.json"))
-    import hashlib
-
-    payload = (folder / "booster.json").read_bytes()
-
-    def point_at_json(raw: dict[str, Any]) -> None:
-        raw["artifacts"]["booster"] = {
-            "path": "versions/v1/booster.json",
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "bytes": len(payload),
-        }
-
-    factories.rewrite_meta(directory, point_at_json)
+    factories.replace_booster(directory, "v1", bytes(booster_v1.save_raw("json")))
+    assert Scorer.load(directory).meta.artifacts[BOOSTER].path == "versions/v1/booster.json"
     assert Scorer.load(directory).version == "v1"
 
 
@@ -114,12 +102,14 @@ def test_scorer_reasons_are_top_positive_contributions(model_dir: Path, factorie
     assert reasons[0].contribution == pytest.approx(float(contributions.max()))
 
 
-def test_scorer_warm_explainer_loads_booster_once(model_dir: Path) -> None:
-    scorer = Scorer.load(model_dir)
-    scorer.warm_explainer()
-    first = scorer._booster()
-    scorer.warm_explainer()
-    assert scorer._booster() is first
+def test_scorer_explain_matches_xgboost_pred_contribs(
+    model_dir: Path, booster_v1: xgb.Booster, factories: Any
+) -> None:
+    x = factories.random_valid_rows(2000, seed=13)
+    reference = booster_v1.predict(xgb.DMatrix(x, feature_names=list(FEATURE_NAMES)), pred_contribs=True)
+    for strategy in ("table", "direct"):
+        contributions = Scorer.load(model_dir, explain_strategy=strategy).explain(x)  # type: ignore[arg-type]
+        assert np.max(np.abs(contributions - reference)) < 1e-5
 
 
 # -- model behaviour -------------------------------------------------------------------------------
@@ -172,24 +162,18 @@ def test_scorer_serves_committed_model_like_xgboost(factories: Any) -> None:
     model_dir = PROJECT_ROOT / "model"
     scorer = Scorer.load(model_dir)
     booster = xgb.Booster()
-    booster.load_model(bytearray(scorer._booster_bytes))
+    booster.load_model(str(model_dir / scorer.meta.artifacts[BOOSTER].path))
     x = factories.random_valid_rows(100_000, seed=31)
     ours = scorer.score(x).probabilities
     reference = booster.predict(xgb.DMatrix(x, feature_names=booster.feature_names))
     assert np.max(np.abs(ours - reference)) < 1e-6
 
 
-def test_scorer_defers_reasons_until_explainer_is_loaded(model_dir: Path, factories: Any) -> None:
+def test_scorer_single_flagged_row_gets_its_reasons_at_once(model_dir: Path, factories: Any) -> None:
     scorer = Scorer.load(model_dir)
-    fraud = [_row(factories.fraud())]
-    deferred = scorer.score(fraud, defer_unready_reasons=True)
-    assert deferred.reasons_deferred is True and deferred.reasons == [None]
-    assert bool(deferred.flagged[0]) is True
-    full = scorer.score(fraud)
-    assert full.reasons_deferred is False and full.reasons[0]
-    np.testing.assert_array_equal(deferred.probabilities, full.probabilities)
-    assert scorer.explainer_ready
-    again = scorer.score(fraud, defer_unready_reasons=True)
-    assert again.reasons_deferred is False and again.reasons == full.reasons
-    benign = Scorer.load(model_dir).score([_row(factories.valid())], defer_unready_reasons=True)
-    assert benign.reasons_deferred is False and benign.reasons == [None]
+    fraud, benign = _row(factories.fraud()), _row(factories.valid())
+    alone = scorer.score([fraud])
+    assert bool(alone.flagged[0]) is True and alone.reasons[0]
+    # The single-row path explains exactly as the batch path does.
+    assert scorer.score([benign, fraud]).reasons[1] == alone.reasons[0]
+    assert scorer.score([benign]).reasons == [None]

@@ -55,6 +55,15 @@ def test_settings_read_operator_names_exactly(monkeypatch: pytest.MonkeyPatch) -
     assert settings.log_level == "DEBUG"
 
 
+def test_settings_stale_explain_warmup_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # EXPLAIN_WARMUP had a job while reason codes imported XGBoost; an operator may still set it.
+    for value in ("true", "false", "not-a-boolean"):
+        monkeypatch.setenv("EXPLAIN_WARMUP", value)
+        settings = Settings()
+        assert "explain_warmup" not in settings.model_dump()
+        assert settings.reasons_top_k == 3
+
+
 def test_settings_token_is_not_shown_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADMIN_TOKEN", LONG_TOKEN)
     assert LONG_TOKEN not in repr(Settings())

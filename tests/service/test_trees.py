@@ -49,23 +49,11 @@ def test_trees_single_row_path_matches_batch_path(booster_v2: xgb.Booster, facto
     np.testing.assert_array_equal(single, batch)
 
 
-def test_trees_rows_on_split_thresholds_go_where_xgboost_goes(booster_v2: xgb.Booster) -> None:
+def test_trees_rows_on_split_thresholds_go_where_xgboost_goes(
+    booster_v2: xgb.Booster, factories: Any
+) -> None:
     document = _document(booster_v2)
-    trees = document["learner"]["gradient_booster"]["model"]["trees"]
-    # Rows whose values sit exactly on, and one float32 step either side of, every threshold.
-    values: list[list[float]] = [[] for _ in FEATURE_NAMES]
-    for tree in trees:
-        for feature, condition, left in zip(
-            tree["split_indices"], tree["split_conditions"], tree["left_children"], strict=True
-        ):
-            if left != -1:
-                c = np.float32(condition)
-                values[int(feature)].extend(
-                    [c, np.nextafter(c, np.float32(-np.inf)), np.nextafter(c, np.float32(np.inf))]
-                )
-    rng = np.random.default_rng(3)
-    x = np.column_stack([rng.choice(np.asarray(v or [1.0], dtype=np.float32), 20_000) for v in values])
-    x = np.abs(x).astype(np.float32)
+    x = factories.threshold_rows(document, 20_000, seed=3)
     for strategy in ("bitvector", "traversal"):
         ensemble = from_booster_document(document, FEATURE_NAMES, strategy)  # type: ignore[arg-type]
         assert np.max(np.abs(ensemble.probability(x) - _xgboost_probabilities(booster_v2, x))) < 1e-6

@@ -139,12 +139,9 @@ async def predict(request: Request) -> Response:
         except ValidationError as exc:
             raise _validation_error([dict(error) for error in exc.errors(include_url=False)]) from None
     scorer = await get_scorer(request)
-    rows = [row]
-    scores = scorer.score(rows, explain=explain, defer_unready_reasons=True)
-    if scores.reasons_deferred:
-        # The reasons need XGBoost, not loaded yet (an import of seconds, or the warm-up thread
-        # holding the explainer's lock): wait for it in a worker thread, never on the event loop.
-        scores = await run_in_threadpool(scorer.score, rows, explain=explain)
+    # On the event loop, reasons included: a flagged row's TreeSHAP takes tens of microseconds
+    # (docs/service.md, "Reason codes"), less than a hop to the thread pool.
+    scores = scorer.score([row], explain=explain)
     fraud = bool(scores.flagged[0])
     _metrics(request).count_predictions(scorer.version, int(fraud), 1 - int(fraud))
     body = _prediction_json(

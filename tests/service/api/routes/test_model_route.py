@@ -199,7 +199,7 @@ def live_server(
 ) -> Iterator[str]:
     """uvicorn on 127.0.0.1 in a thread, serving v1, with v2 written beside it; stopped afterwards."""
     factories.write_version(model_dir, "v2", booster_v2, promote=False)
-    app = create_app(make_settings(model_dir, explain_warmup=True))
+    app = create_app(make_settings(model_dir))
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -238,6 +238,8 @@ def test_reload_under_concurrent_predictions_never_fails(
                 with lock:
                     if response.status_code != 200:
                         failures.append(f"{response.status_code} {response.text}")
+                    elif response.json()["is_fraud"] and not response.json()["reasons"]:
+                        failures.append(f"flagged without reasons: {response.text}")
                     else:
                         versions[response.json()["model_version"]] += 1
 
