@@ -171,10 +171,11 @@ class TrainParams(_Params):
         ge=1,
         description=(
             "XGBoost's threads, fixed so the model does not depend on the machine's core count. One: "
-            "under the passive OpenMP wait policy the CLI sets, a second thread trained no faster "
-            "(1M rows: 1.43-1.64 s with one, 1.58-2.91 s with two, CPU time equal to wall time), and "
+            "under the passive OpenMP wait policy the CLI sets, a second thread trains little faster on "
+            "an idle machine (whole 1M-row runs 3.10-3.81 s with two, 3.34-3.62 s with one) and slower "
+            "on a busy one (training 1.58-2.91 s with two, 1.43-1.64 s with one, at load 2.2), while "
             "the run uses the second core for its plots, the champion's holdout scores and the data "
-            "snapshot while the candidate trains (pipeline.run)."
+            "snapshot as the candidate trains (pipeline.run; docs/benchmarks.md)."
         ),
     )
     validation_fraction: float = Field(
