@@ -82,7 +82,7 @@ class Meter:
 def child_pipeline(source: Path, root: Path) -> dict[str, Any]:
     imported = time.perf_counter()
     # Import what the steps import lazily, so that 'run s' times the work, not the imports.
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.figure  # noqa: F401
     import scipy.optimize  # noqa: F401
     import scipy.stats  # noqa: F401
     import sklearn.metrics  # noqa: F401
