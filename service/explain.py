@@ -264,8 +264,8 @@ class TreeExplainer:
     def _table_contributions(self, x: Float32Array) -> Float64Array:
         index = self._leaf_top - self._missing(x)
         # Summed along each row's leaves in one fixed order: a row gets the same values in any batch.
-        # einsum's summation loop, not .sum(axis=1): that reduces along a middle axis with an inner
-        # loop of num_features (5) elements, twice einsum's time (2026-12-04, docs/service.md).
+        # einsum's summation loop, not .sum(axis=1), which reduces along a middle axis with an inner
+        # loop of num_features (5) elements: 2-3x einsum's time on a 300-tree table, 1 and 17 rows.
         result: Float64Array = np.einsum("nlf->nf", self._table.take(index, axis=0))
         return result
 
